@@ -1,0 +1,345 @@
+"""The only module that calls libc through ctypes: mounts, namespaces, prctl, capabilities
+and the raw system calls the standard library lacks (pivot_root, openat2, seccomp, bpf).
+
+Every wrapper raises ``OSError(errno, message, path)`` built from ``ctypes.get_errno()``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import struct
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# clone(2) / unshare(2) / setns(2) flags
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+
+MNT_FORCE = 1
+MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+
+# prctl(2)
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# openat2(2) resolve flags
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# memfd_create(2) and file seals
+MFD_CLOEXEC = 0x0001
+MFD_ALLOW_SEALING = 0x0002
+F_ADD_SEALS = 1033
+F_GET_SEALS = 1034
+F_SEAL_SEAL = 0x0001
+F_SEAL_SHRINK = 0x0002
+F_SEAL_GROW = 0x0004
+F_SEAL_WRITE = 0x0008
+
+# seccomp(2)
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+
+_MACHINE = platform.machine()
+_SYSCALLS: dict[str, dict[str, int]] = {
+    "x86_64": {
+        "pivot_root": 155,
+        "seccomp": 317,
+        "bpf": 321,
+        "openat2": 437,
+        "close_range": 436,
+        "pidfd_open": 434,
+        "pidfd_send_signal": 424,
+        "capget": 125,
+        "capset": 126,
+    },
+    "aarch64": {
+        "pivot_root": 41,
+        "seccomp": 277,
+        "bpf": 280,
+        "openat2": 437,
+        "close_range": 436,
+        "pidfd_open": 434,
+        "pidfd_send_signal": 424,
+        "capget": 90,
+        "capset": 91,
+    },
+}
+
+
+def _nr(name: str) -> int:
+    try:
+        return _SYSCALLS[_MACHINE][name]
+    except KeyError:
+        raise OSError(38, f"system call {name} is not known on {_MACHINE}") from None
+
+
+def _check(result: int, what: str, path: str | None = None) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+    return result
+
+
+def _b(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+_libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def mount(
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), flags), "umount", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(
+        _libc.syscall(_nr("pivot_root"), _b(new_root), _b(put_old)),
+        "pivot_root",
+        new_root,
+    )
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), "sethostname", name)
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.setdomainname(raw, len(raw)), "setdomainname", name)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_child_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_dumpable(value: bool) -> None:
+    prctl(PR_SET_DUMPABLE, 1 if value else 0)
+
+
+def set_pdeathsig(signum: int) -> None:
+    prctl(PR_SET_PDEATHSIG, signum)
+
+
+# Capabilities: version 3 headers, two 32-bit words per set.
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(
+        _libc.syscall(_nr("capset"), ctypes.byref(header), ctypes.byref(data)),
+        "capset",
+    )
+
+
+def capbset_drop(cap: int) -> None:
+    prctl(PR_CAPBSET_DROP, cap)
+
+
+def capbset_read(cap: int) -> bool:
+    return prctl(PR_CAPBSET_READ, cap) == 1
+
+
+def ambient_raise(cap: int) -> None:
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+
+
+def ambient_clear() -> None:
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def last_cap(proc: str = "/proc") -> int:
+    with open(f"{proc}/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """Open ``path`` relative to ``dirfd`` with ``RESOLVE_*`` constraints; returns an fd."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    return _check(
+        _libc.syscall(
+            _nr("openat2"),
+            ctypes.c_int(dirfd),
+            _b(path),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        ),
+        "openat2",
+        path,
+    )
+
+
+def memfd_create(name: str, flags: int = MFD_CLOEXEC) -> int:
+    return _check(_libc.memfd_create(_b(name), ctypes.c_uint(flags)), "memfd_create", name)
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    _check(
+        _libc.syscall(
+            _nr("close_range"), ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)
+        ),
+        "close_range",
+    )
+
+
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+
+def seccomp_set_filter(program: bytes, flags: int = 0) -> None:
+    """Install a classic-BPF seccomp program (``program`` is ``struct sock_filter[]``)."""
+    count = len(program) // 8
+    buf = ctypes.create_string_buffer(program, len(program))
+
+    class _SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = _SockFprog(count, ctypes.cast(buf, ctypes.c_void_p))
+    _check(
+        _libc.syscall(
+            _nr("seccomp"),
+            ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+            ctypes.c_uint(flags),
+            ctypes.byref(prog),
+        ),
+        "seccomp",
+    )
+
+
+def bpf(cmd: int, attr: bytes) -> int:
+    """The bpf(2) system call with a raw ``union bpf_attr`` buffer."""
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    return _check(
+        _libc.syscall(_nr("bpf"), ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr))),
+        "bpf",
+    )
+
+
+def pidfd_open(pid: int) -> int:
+    return _check(_libc.syscall(_nr("pidfd_open"), ctypes.c_int(pid), ctypes.c_uint(0)), "pidfd_open")
+
+
+def pidfd_send_signal(pidfd: int, signum: int) -> None:
+    _check(
+        _libc.syscall(
+            _nr("pidfd_send_signal"),
+            ctypes.c_int(pidfd),
+            ctypes.c_int(signum),
+            None,
+            ctypes.c_uint(0),
+        ),
+        "pidfd_send_signal",
+    )
+
+
+def pack_u64(*values: int) -> bytes:
+    return struct.pack(f"={len(values)}Q", *values)

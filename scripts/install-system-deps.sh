@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the runtime and its tests need. Idempotent; runs as root.
+set -euo pipefail
+
+packages=(
+    busybox-static   # the rootfs the integration tests and `bootstrap busybox` use
+    libseccomp2      # seccomp filters are compiled by libseccomp
+    iproute2         # network namespaces in tests
+    util-linux       # mount, nsenter, unshare for test assertions
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]})); then
+    echo "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
