@@ -141,7 +141,13 @@ _libc.mount.argtypes = [
     ctypes.c_char_p,
 ]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
 
 
 def mount(
@@ -325,7 +331,9 @@ def bpf(cmd: int, attr: bytes) -> int:
 
 
 def pidfd_open(pid: int) -> int:
-    return _check(_libc.syscall(_nr("pidfd_open"), ctypes.c_int(pid), ctypes.c_uint(0)), "pidfd_open")
+    return _check(
+        _libc.syscall(_nr("pidfd_open"), ctypes.c_int(pid), ctypes.c_uint(0)), "pidfd_open"
+    )
 
 
 def pidfd_send_signal(pidfd: int, signum: int) -> None:
@@ -343,3 +351,73 @@ def pidfd_send_signal(pidfd: int, signum: int) -> None:
 
 def pack_u64(*values: int) -> bytes:
     return struct.pack(f"={len(values)}Q", *values)
+
+
+# --- runtime.oci.cgroups (devices_bpf): eBPF programs for the cgroup v2 devices allowlist ---
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_PROG_QUERY = 16
+# The kernel writes fields back into bpf_attr (prog_cnt, and since 6.x a revision at offset 56),
+# so query attributes live in a buffer larger than any field the kernel may touch.
+_BPF_ATTR_SIZE = 128
+
+
+def bpf_prog_load(prog_type: int, insns: bytes, license: str, name: str = "") -> int:
+    """BPF_PROG_LOAD ``insns`` (``struct bpf_insn[]``); returns the program fd.
+
+    Loads without a verifier log first (faster); on failure loads again with one so the
+    ``OSError`` message carries the verifier's explanation.
+    """
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    for log_size in (0, 65536):
+        log = ctypes.create_string_buffer(log_size)
+        attr = struct.pack(
+            "=IIQQIIQII16s",
+            prog_type,
+            len(insns) // 8,
+            ctypes.addressof(code),
+            ctypes.addressof(lic),
+            1 if log_size else 0,
+            log_size,
+            ctypes.addressof(log) if log_size else 0,
+            0,
+            0,
+            name.encode()[:15],
+        )
+        buf = ctypes.create_string_buffer(attr, _BPF_ATTR_SIZE)
+        fd = int(_libc.syscall(_nr("bpf"), ctypes.c_int(BPF_PROG_LOAD), buf, _BPF_ATTR_SIZE))
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if log_size:
+            text = log.value.decode(errors="replace").strip()
+            raise OSError(err, f"bpf prog load: {os.strerror(err)}: {text}")
+    raise AssertionError("unreachable")
+
+
+def bpf_prog_query(target_fd: int, attach_type: int, max_progs: int = 64) -> list[int]:
+    """BPF_PROG_QUERY: ids of the programs attached directly to ``target_fd``."""
+    ids = (ctypes.c_uint32 * max_progs)()
+    attr = struct.pack("=IIIIQI", target_fd, attach_type, 0, 0, ctypes.addressof(ids), max_progs)
+    buf = ctypes.create_string_buffer(attr, _BPF_ATTR_SIZE)
+    _check(
+        _libc.syscall(_nr("bpf"), ctypes.c_int(BPF_PROG_QUERY), buf, _BPF_ATTR_SIZE),
+        "bpf prog query",
+    )
+    (count,) = struct.unpack_from("=I", buf.raw, 24)
+    return list(ids[: min(count, max_progs)])
+
+
+def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
+    bpf(BPF_PROG_ATTACH, struct.pack("=IIIII", target_fd, prog_fd, attach_type, flags, 0))
+
+
+def bpf_prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
+    bpf(BPF_PROG_DETACH, struct.pack("=IIIII", target_fd, prog_fd, attach_type, 0, 0))
+
+
+def bpf_prog_get_fd_by_id(prog_id: int) -> int:
+    return bpf(BPF_PROG_GET_FD_BY_ID, struct.pack("=III", prog_id, 0, 0))

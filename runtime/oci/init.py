@@ -1,0 +1,331 @@
+"""The code that runs in the forked children while a container is set up.
+
+The runtime (P) forks a first child (C1) that joins and creates namespaces, then forks the
+container's init (C2, PID 1 of a new PID namespace). C2 builds the rootfs, pivots into it,
+drops privileges and waits on the exec FIFO before it execs the user's process. ``exec``
+uses the same two steps, joining the namespaces of a running container instead.
+
+These functions never return: each child ends in ``execve`` or ``os._exit``. They run with
+the dumpable flag cleared, so no process in the container can open ``/proc/<pid>/exe``,
+``fd`` or ``cwd`` of a child that still holds host resources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from runtime import linux
+from runtime.oci import creds, seccomp, terminal
+from runtime.oci.hooks import run_hooks
+from runtime.oci.rootfs import CgroupMountInfo, RootfsBuilder
+from runtime.oci.sync import SyncChannel
+
+NAMESPACE_FLAGS: dict[str, int] = {
+    "user": linux.CLONE_NEWUSER,
+    "ipc": linux.CLONE_NEWIPC,
+    "uts": linux.CLONE_NEWUTS,
+    "network": linux.CLONE_NEWNET,
+    "pid": linux.CLONE_NEWPID,
+    "cgroup": linux.CLONE_NEWCGROUP,
+    "mount": linux.CLONE_NEWNS,
+}
+# /proc/<pid>/ns names, in the order namespaces are joined: user first, mount last.
+NS_PROC_NAMES: dict[str, str] = {
+    "user": "user",
+    "ipc": "ipc",
+    "uts": "uts",
+    "network": "net",
+    "pid": "pid",
+    "cgroup": "cgroup",
+    "mount": "mnt",
+}
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class InitRequest:
+    """Everything the children need, prepared by the runtime before it forks."""
+
+    container_id: str
+    config: dict[str, Any]
+    rootfs: str
+    sync: SyncChannel
+    process: dict[str, Any]
+    new_namespaces: list[str] = field(default_factory=list)
+    join_namespaces: list[tuple[str, str]] = field(default_factory=list)
+    fifo_fd: int = -1
+    console: socket.socket | None = None
+    seccomp_program: bytes | None = None
+    cgroup_mounts: CgroupMountInfo | None = None
+    exec_mode: bool = False
+    has_hooks: bool = False
+    state_json: str = "{}"
+
+
+class InitError(Exception):
+    pass
+
+
+def child_main(req: InitRequest) -> NoReturn:
+    """C1: namespaces, then fork C2 and report its host pid."""
+    status = 1
+    try:
+        linux.set_dumpable(False)
+        req.sync.expect("go", req.container_id)
+        _enter_namespaces(req)
+        pid = os.fork()
+        if pid == 0:
+            init_main(req)
+        req.sync.send("pid", pid=pid)
+        status = 0
+    except BaseException as exc:
+        _report(req.sync, exc)
+    os._exit(status)
+
+
+def _enter_namespaces(req: InitRequest) -> None:
+    joined = dict(req.join_namespaces)
+    if "user" in joined:
+        _setns(joined.pop("user"), "user")
+    elif "user" in req.new_namespaces:
+        linux.unshare(linux.CLONE_NEWUSER)
+        req.sync.send("userns")
+        req.sync.expect("mapped", req.container_id)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    for kind in NS_PROC_NAMES:
+        if kind in joined:
+            _setns(joined[kind], kind)
+    flags = 0
+    for kind in req.new_namespaces:
+        if kind != "user":
+            flags |= NAMESPACE_FLAGS[kind]
+    if flags:
+        linux.unshare(flags)
+
+
+def _setns(path: str, kind: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        linux.setns(fd, NAMESPACE_FLAGS[kind])
+    except OSError as exc:
+        raise InitError(f"joining {kind} namespace {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
+def _report(sync: SyncChannel, exc: BaseException) -> None:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        message = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        message = f"{message} ({_where(exc)})"
+    with contextlib.suppress(OSError):
+        sync.send("error", message=message)
+
+
+def _where(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_name if tb is not None else "?"
+
+
+def _reset_signals() -> None:
+    """Default dispositions and an empty mask, whatever the runtime inherited."""
+    for signum in range(1, signal.NSIG):
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _lock_imports() -> None:
+    """After pivot_root, host paths on sys.path would name files of the image: an import
+    from there would run the image's code as the runtime. Make every import fail instead."""
+    sys.path.clear()
+    sys.path_importer_cache.clear()
+    sys.path_hooks.clear()
+    sys.meta_path[:] = [f for f in sys.meta_path if getattr(f, "__name__", "") != "PathFinder"]
+
+
+def init_main(req: InitRequest) -> NoReturn:
+    """C2: the container's init until it execs the user's process."""
+    try:
+        _reset_signals()
+        if req.exec_mode:
+            _lock_imports()
+            _setup_exec(req)
+        else:
+            _setup_container(req)
+        path = _find_executable(req.process)
+        _finalize(req)
+        req.sync.send("created")
+        req.sync.close()
+        if req.fifo_fd >= 0:
+            _wait_for_start(req)
+    except BaseException as exc:
+        _report(req.sync, exc)
+        os._exit(1)
+    _exec(req, path)
+
+
+def _setup_container(req: InitRequest) -> None:
+    config = req.config
+    builder = RootfsBuilder(
+        config,
+        req.rootfs,
+        userns="user" in req.new_namespaces or any(k == "user" for k, _ in req.join_namespaces),
+        cgroupns="cgroup" in req.new_namespaces,
+        cgroup_mounts=req.cgroup_mounts,
+    )
+    os.umask(0o022)
+    builder.prepare()
+    if req.has_hooks:
+        req.sync.send("hooks")
+        message = req.sync.expect("hooks-done", req.container_id)
+        req.state_json = message["state"]
+        run_hooks(config, "createContainer", req.state_json)
+    builder.pivot()
+    _lock_imports()
+    builder.mask_paths()
+    builder.write_sysctls()
+    builder.readonly_paths()
+    if (config.get("root") or {}).get("readonly"):
+        builder.readonly_root()
+    builder.close()
+    if config.get("hostname"):
+        linux.sethostname(config["hostname"])
+    if config.get("domainname"):
+        linux.setdomainname(config["domainname"])
+    _setup_terminal(req)
+
+
+def _setup_exec(req: InitRequest) -> None:
+    _setup_terminal(req)
+
+
+def _setup_terminal(req: InitRequest) -> None:
+    process = req.process
+    if not process.get("terminal"):
+        return
+    if req.console is None:
+        raise InitError("process.terminal is set but there is no console socket")
+    user = process.get("user") or {}
+    size = process.get("consoleSize") or {}
+    master, peer = terminal.open_pty(
+        int(user.get("uid", 0)),
+        int(user.get("gid", 0)),
+        int(size.get("height", 0)),
+        int(size.get("width", 0)),
+    )
+    terminal.send_master(req.console, master)
+    os.close(master)
+    req.console.close()
+    req.console = None
+    terminal.make_controlling(peer)
+
+
+def _env(process: dict[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in process.get("env") or []:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def _find_executable(process: dict[str, Any]) -> str:
+    name = process["args"][0]
+    if "/" in name:
+        if not os.path.exists(name):
+            raise InitError(f'exec: "{name}": stat {name}: no such file or directory')
+        return str(name)
+    search = _env(process).get("PATH", DEFAULT_PATH)
+    for directory in search.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise InitError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def _finalize(req: InitRequest) -> None:
+    process = req.process
+    if process.get("rlimits"):
+        creds.set_rlimits(process["rlimits"])
+    if "oomScoreAdj" in process:
+        creds.set_oom_score_adj(int(process["oomScoreAdj"]))
+    keep = {req.sync.fileno(), req.fifo_fd}
+    if req.console is not None:
+        keep.add(req.console.fileno())
+    close_fds_except(keep)
+    caps = creds.CapSets.from_spec(process.get("capabilities"))
+    creds.drop_bounding(caps.bounding, linux.last_cap())
+    if req.seccomp_program is not None and not process.get("noNewPrivileges"):
+        seccomp.install(
+            req.seccomp_program,
+            (req.config.get("linux") or {}).get("seccomp", {}).get("flags") or [],
+        )
+        req.seccomp_program = None
+    creds.switch_user(process.get("user") or {}, caps)
+    _enter_cwd(process.get("cwd") or "/")
+    if process.get("noNewPrivileges"):
+        linux.set_no_new_privs()
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """No descriptor of the runtime may reach the container (CVE-2024-21626)."""
+    low = 3
+    for fd in sorted(f for f in keep if f >= 3):
+        if fd > low:
+            linux.close_range(low, fd - 1)
+        low = fd + 1
+    linux.close_range(low)
+
+
+def _enter_cwd(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise InitError(f"process.cwd {cwd}: {exc.strerror}") from exc
+    try:
+        actual = os.getcwd()
+    except OSError:
+        actual = "(unreachable)"
+    if not actual.startswith("/"):
+        raise InitError(f"process.cwd {cwd} is outside the container's root")
+
+
+def _wait_for_start(req: InitRequest) -> None:
+    """Block until ``start`` writes a byte to the exec FIFO."""
+    while True:
+        try:
+            data = os.read(req.fifo_fd, 1)
+        except InterruptedError:
+            continue
+        if data:
+            break
+    os.close(req.fifo_fd)
+    req.fifo_fd = -1
+    if req.has_hooks:
+        run_hooks(req.config, "startContainer", req.state_json)
+
+
+def _exec(req: InitRequest, path: str) -> NoReturn:
+    process = req.process
+    try:
+        if req.seccomp_program is not None:
+            flags = (req.config.get("linux") or {}).get("seccomp", {}).get("flags") or []
+            seccomp.install(req.seccomp_program, flags)
+        os.execve(path, process["args"], _env(process))
+    except OSError as exc:
+        os.write(2, f"exec {path}: {exc.strerror}\n".encode())
+        os._exit(126 if exc.errno == 13 else 127)
+    except BaseException as exc:
+        os.write(2, f"exec {path}: {exc}\n".encode())
+        os._exit(127)
