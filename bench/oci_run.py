@@ -33,9 +33,8 @@ def ensure_peers() -> None:
 
 
 def make_bundle(base: Path) -> Path:
-    from tests.conftest import build_busybox_rootfs
-
     from runtime.oci import spec
+    from tests.conftest import build_busybox_rootfs
 
     bundle = base / "bundle"
     build_busybox_rootfs(bundle / "rootfs")

@@ -53,7 +53,7 @@ def set_rlimits(rlimits: list[dict[str, Any]]) -> None:
             resource.setrlimit(RLIMITS[name], (soft, hard))
         except (ValueError, OSError) as exc:
             current = resource.getrlimit(RLIMITS[name])[1]
-            if hard > current or current == resource.RLIM_INFINITY and hard != current:
+            if hard > current or (current == resource.RLIM_INFINITY and hard != current):
                 raise CredentialsError(
                     f"rlimit {name}: hard limit {hard} is above the current hard limit {current}, "
                     "and raising it needs CAP_SYS_RESOURCE, which this runtime lacks"

@@ -279,8 +279,8 @@ class RootfsBuilder:
     def create_default_devices(self) -> None:
         for path, major, minor in DEFAULT_DEVICES:
             self.create_device(path, stat.S_IFCHR, major, minor, 0o666, 0, 0)
-        for target, link in DEV_SYMLINKS:
-            with _fd(paths.mkdir_all_in_root(self.root_fd, "/dev")) as dev:
+        with _fd(paths.mkdir_all_in_root(self.root_fd, "/dev")) as dev:
+            for target, link in DEV_SYMLINKS:
                 with contextlib.suppress(FileExistsError):
                     os.symlink(target, os.path.basename(link), dir_fd=dev)
 

@@ -8,18 +8,17 @@ Every process that forks container inits first re-executes itself from a sealed 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import sys
 
-from runtime import linux
-
 logger = logging.getLogger(__name__)
 
 MEMFD_NAME = "playground-runtime"
 _ENV = "_PLAYGROUND_SEALED_EXE"
-_SEALS = linux.F_SEAL_SEAL | linux.F_SEAL_SHRINK | linux.F_SEAL_GROW | linux.F_SEAL_WRITE
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
 def is_sealed() -> bool:
@@ -32,13 +31,13 @@ def is_sealed() -> bool:
 
 def sealed_copy(path: str) -> int:
     """Copy ``path`` into a memfd and seal it against every change; returns the fd (inheritable)."""
-    fd = linux.memfd_create(MEMFD_NAME, linux.MFD_ALLOW_SEALING)
+    fd = os.memfd_create(MEMFD_NAME, os.MFD_ALLOW_SEALING)
     with open(path, "rb") as src:
         size = os.fstat(src.fileno()).st_size
         copied = 0
         while copied < size:
             copied += os.sendfile(fd, src.fileno(), copied, size - copied)
-    fcntl.fcntl(fd, linux.F_ADD_SEALS, _SEALS)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
     os.fchmod(fd, 0o555)
     return fd
 
@@ -50,10 +49,8 @@ def reexec_sealed(argv: list[str] | None = None) -> None:
     """
     inherited = os.environ.pop(_ENV, None)
     if inherited is not None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             os.close(int(inherited))
-        except (OSError, ValueError):
-            pass
     if is_sealed():
         return
     fd = sealed_copy(os.path.realpath(sys.executable))

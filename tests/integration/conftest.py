@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,11 +19,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(state_root: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with stdout and stderr in files, not pipes: a detached container keeps
+    its inherited stdio open, and a pipe would make us wait for the container to exit."""
     cmd = [sys.executable, "-m", "runtime.oci", "--root", str(state_root), *args]
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("text", True)
     kwargs.setdefault("timeout", 60)
-    return subprocess.run(cmd, cwd=ROOT, check=False, **kwargs)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        result = subprocess.run(cmd, cwd=ROOT, check=False, stdout=out, stderr=err, **kwargs)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(
+            cmd,
+            result.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
 
 
 class Bundle:

@@ -35,9 +35,8 @@ def test_the_runtime_s_executable_is_a_sealed_copy_while_init_waits(bundle: Bund
     cid = _created(bundle, ["true"])
     pid = json.loads(bundle.cli("state", cid).stdout)["pid"]
     assert os.readlink(f"/proc/{pid}/exe").startswith("/memfd:playground-runtime")
-    with pytest.raises(OSError):
-        with open(f"/proc/{pid}/exe", "r+b") as exe:
-            exe.write(b"#!")
+    with pytest.raises(OSError), open(f"/proc/{pid}/exe", "r+b") as exe:
+        exe.write(b"#!")
     bundle.cli("delete", "--force", cid)
 
 

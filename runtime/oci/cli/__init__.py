@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", default=None, help="write log messages to this file")
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         child = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         module.add_arguments(child)
@@ -69,12 +69,12 @@ def _configure_logging(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args)
-    if args.command in SPAWNING:
+    if args.subcommand in SPAWNING:
         from runtime.oci import selfexe
 
         selfexe.reexec_sealed()
     runtime = Runtime(args.root)
-    run: Callable[[argparse.Namespace, Runtime], int] = COMMANDS[args.command].run
+    run: Callable[[argparse.Namespace, Runtime], int] = COMMANDS[args.subcommand].run
     try:
         return run(args, runtime)
     except ContainerRuntimeError as exc:
