@@ -87,3 +87,106 @@ class HookError(ContainerRuntimeError):
         self.hook = hook
         self.path = path
         self.reason = reason
+
+
+# -- engine -------------------------------------------------------------------------------
+
+
+class InvalidReference(ContainerRuntimeError):
+    """An image reference that cannot be parsed; ``reason`` says what is wrong with it."""
+
+    def __init__(self, reference: str, reason: str) -> None:
+        super().__init__(f"invalid reference {reference!r}: {reason}")
+        self.reference = reference
+        self.reason = reason
+
+
+class ImageNotFound(ContainerRuntimeError):
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"no such image: {reference}")
+        self.reference = reference
+
+
+class ImageInUse(ContainerRuntimeError):
+    def __init__(self, reference: str, container_id: str) -> None:
+        super().__init__(
+            f"image {reference} is in use by container {container_id[:12]} (use -f to force)"
+        )
+        self.reference = reference
+        self.container_id = container_id
+
+
+class DigestMismatch(ContainerRuntimeError):
+    def __init__(self, expected: str, actual: str, what: str = "blob") -> None:
+        super().__init__(f"{what} digest mismatch: expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+        self.what = what
+
+
+class InvalidLayer(ContainerRuntimeError):
+    """A layer or image archive that is malformed or hostile; nothing of it was kept."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(f"layer {digest}: {reason}")
+        self.digest = digest
+        self.reason = reason
+
+
+class InvalidArchive(ContainerRuntimeError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"archive {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class RegistryError(ContainerRuntimeError):
+    def __init__(self, status: int, code: str, message: str, *, temporary: bool = False) -> None:
+        super().__init__(f"registry error {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.temporary = temporary
+
+
+class NameConflict(ContainerRuntimeError):
+    def __init__(self, name: str, owner_id: str) -> None:
+        super().__init__(f'the name "{name}" is already in use by {owner_id[:12]}')
+        self.name = name
+        self.owner_id = owner_id
+
+
+class AmbiguousId(ContainerRuntimeError):
+    def __init__(self, prefix: str) -> None:
+        super().__init__(f"multiple containers match id prefix {prefix!r}")
+        self.prefix = prefix
+
+
+class VolumeNotFound(ContainerRuntimeError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no such volume: {name}")
+        self.name = name
+
+
+class VolumeInUse(ContainerRuntimeError):
+    def __init__(self, name: str, container_id: str) -> None:
+        super().__init__(f"volume {name} is in use by container {container_id[:12]}")
+        self.name = name
+        self.container_id = container_id
+
+
+class InvalidArgument(ContainerRuntimeError):
+    """A bad flag value or option (a size, a volume spec, a signal...)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what}: {reason}")
+        self.what = what
+        self.reason = reason
+
+
+class DaemonUnavailable(ContainerRuntimeError):
+    temporary = True
+
+    def __init__(self, socket_path: str, reason: str) -> None:
+        super().__init__(f"engine daemon at {socket_path}: {reason}")
+        self.socket_path = socket_path
+        self.reason = reason
