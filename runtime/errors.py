@@ -174,6 +174,15 @@ class VolumeInUse(ContainerRuntimeError):
         self.container_id = container_id
 
 
+class VolumeError(ContainerRuntimeError):
+    """Creating, mounting or removing a volume failed (mkfs, loop device, mount, disk)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"volume {name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
 class InvalidArgument(ContainerRuntimeError):
     """A bad flag value or option (a size, a volume spec, a signal...)."""
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import logging
 import os
 import select
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +62,8 @@ class Stdio:
 
     console_socket: str | None = None
     console: socket.socket | None = None
+    # Descriptors that become the process's stdin, stdout and stderr (default: ours).
+    fds: tuple[int, int, int] | None = None
 
 
 def exit_status(wait_status: int) -> int:
@@ -118,7 +122,7 @@ class Runtime:
         """Set the container up and leave its init waiting for ``start``."""
         self._check_sealed()
         bundle = os.path.abspath(bundle)
-        config = spec.load(bundle)
+        config = spec.read(bundle)
         for warning in spec.validate(config):
             logger.warning("container %s: %s", container_id, warning)
         if "process" not in config:
@@ -200,48 +204,66 @@ class Runtime:
         parent, child = SyncChannel.pair()
         req.sync = child
         req.console = _console(stdio, req.process)
-        pid = os.fork()
-        if pid == 0:
-            parent.close()
-            init.child_main(req)
-        child.close()
-        if req.console is not None:
-            req.console.close()
+        req.stdio_fds = stdio.fds
+        req.direct = init.can_fork_directly(req)
+        try:
+            pid = _fork_into(req)
+            if pid == 0:
+                parent.close()
+                if req.direct:
+                    init.direct_main(req)
+                init.child_main(req)
+        finally:
+            child.close()
+            if req.console is not None:
+                req.console.close()
         try:
             st.pid = self._handshake(parent, pid, req, st, cgroup)
+        except BaseException:
+            if req.direct:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
         finally:
             parent.close()
-            _reap(pid)
+            if not req.direct:
+                _reap(pid)
 
     def _handshake(
         self,
         sync: SyncChannel,
-        c1: int,
+        child: int,
         req: init.InitRequest,
         st: ContainerState,
         cgroup: cgroups.CgroupManager,
     ) -> int:
         cid = st.id
         try:
-            cgroup.add_pid(c1)
+            cgroup.add_pid(child)
             sync.send("go")
-            if "user" in req.new_namespaces:
-                sync.expect("userns", cid)
-                _write_id_maps(c1, req.config.get("linux") or {})
-                sync.send("mapped")
-            c2 = int(sync.expect("pid", cid)["pid"])
-            st.pid = c2
-            st.pid_start_time = process_start_time(c2)
+            if req.direct:
+                init_pid = child
+            else:
+                if "user" in req.new_namespaces:
+                    sync.expect("userns", cid)
+                    _write_id_maps(child, req.config.get("linux") or {})
+                    sync.send("mapped")
+                init_pid = int(sync.expect("pid", cid)["pid"])
+            st.pid = init_pid
+            st.pid_start_time = process_start_time(init_pid)
             if req.has_hooks and not req.exec_mode:
-                sync.expect("hooks", cid)
-                state_json = _json(self._state_dict(st, Status.CREATING))
-                hooks.run_hooks(req.config, "prestart", state_json)
-                hooks.run_hooks(req.config, "createRuntime", state_json)
-                sync.send("hooks-done", state=_json(self._state_dict(st, Status.CREATED)))
+                self._create_hooks(sync, req, st)
             sync.expect("created", cid)
-            return c2
+            return init_pid
         except ContainerRuntimeError as exc:
             raise ContainerSetupError(cid, str(exc).split(": ", 1)[-1]) from exc
+
+    def _create_hooks(self, sync: SyncChannel, req: init.InitRequest, st: ContainerState) -> None:
+        sync.expect("hooks", st.id)
+        state_json = _json(self._state_dict(st, Status.CREATING))
+        hooks.run_hooks(req.config, "prestart", state_json)
+        hooks.run_hooks(req.config, "createRuntime", state_json)
+        sync.send("hooks-done", state=_json(self._state_dict(st, Status.CREATED)))
 
     # -- start, kill, delete ---------------------------------------------------------------
 
@@ -260,9 +282,9 @@ class Runtime:
         finally:
             os.close(fd)
         os.unlink(fifo)
-        st.started = True
-        self.store.save(st)
-        hooks.run_hooks(st.config, "poststart", _json(self.state(container_id)), strict=False)
+        if (st.config.get("hooks") or {}).get("poststart"):
+            state_json = _json(self._state_dict(st, Status.RUNNING))
+            hooks.run_hooks(st.config, "poststart", state_json, strict=False)
 
     def kill(self, container_id: str, signum: int) -> None:
         st = self.store.load(container_id)
@@ -478,6 +500,45 @@ def _signal(st: ContainerState, signum: int) -> None:
         linux.pidfd_send_signal(fd, signum)
     finally:
         os.close(fd)
+
+
+_FORK_LOCK = threading.Lock()
+
+
+def _fork() -> int:
+    """fork(2) with the garbage collector off in the child: a collection there would touch
+    every object and copy most of the parent's heap page by page."""
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:
+        gc.disable()
+    else:
+        gc.unfreeze()
+    return pid
+
+
+def _fork_into(req: init.InitRequest) -> int:
+    """Fork the child. On the direct path the child is the container's init itself: we
+    switch our PID namespace for children around the fork and switch it back, so one fork
+    (the costly part of a Python runtime) is enough. The lock keeps our own threads from
+    forking into the container's PID namespace meanwhile."""
+    if not req.direct:
+        return _fork()
+    joined = dict(req.join_namespaces)
+    pid = -1
+    with _FORK_LOCK:
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if "pid" in joined:
+                init.setns_path(joined["pid"], "pid")
+            elif "pid" in req.new_namespaces:
+                linux.unshare(linux.CLONE_NEWPID)
+            pid = _fork()
+            return pid
+        finally:
+            if pid != 0:
+                linux.setns(own, linux.CLONE_NEWPID)
+                os.close(own)
 
 
 def _reap(pid: int) -> None:

@@ -13,9 +13,11 @@ the dumpable flag cleared, so no process in the container can open ``/proc/<pid>
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
+import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -65,6 +67,9 @@ class InitRequest:
     cgroup_mounts: CgroupMountInfo | None = None
     exec_mode: bool = False
     has_hooks: bool = False
+    direct: bool = False
+    stdio_fds: tuple[int, int, int] | None = None
+    signals_reset: bool = False
     state_json: str = "{}"
 
 
@@ -77,6 +82,7 @@ def child_main(req: InitRequest) -> NoReturn:
     status = 1
     try:
         linux.set_dumpable(False)
+        _use_stdio(req)
         req.sync.expect("go", req.container_id)
         _enter_namespaces(req)
         pid = os.fork()
@@ -89,10 +95,54 @@ def child_main(req: InitRequest) -> NoReturn:
     os._exit(status)
 
 
+def _use_stdio(req: InitRequest) -> None:
+    if req.stdio_fds is None:
+        return
+    for target, fd in enumerate(req.stdio_fds):
+        if fd != target:
+            os.dup2(fd, target)
+    for fd in set(req.stdio_fds):
+        if fd > 2:
+            os.close(fd)
+    req.stdio_fds = None
+
+
+def can_fork_directly(req: InitRequest) -> bool:
+    """Without a user namespace, the runtime can fork the init itself (one fork instead of
+    two): see ``container._fork_into``."""
+    return "user" not in req.new_namespaces and all(k != "user" for k, _ in req.join_namespaces)
+
+
+def direct_main(req: InitRequest) -> NoReturn:
+    """The init on the direct path: already in its PID namespace; create the others while
+    the runtime moves us into the cgroup, then (after "go") the cgroup namespace."""
+    try:
+        linux.set_dumpable(False)
+        _use_stdio(req)
+        _reset_signals()
+        req.signals_reset = True
+        flags = 0
+        for kind in req.new_namespaces:
+            if kind not in ("pid", "cgroup"):
+                flags |= NAMESPACE_FLAGS[kind]
+        if flags:
+            linux.unshare(flags)
+        req.sync.expect("go", req.container_id)
+        if "cgroup" in req.new_namespaces:
+            linux.unshare(linux.CLONE_NEWCGROUP)
+        for kind, path in req.join_namespaces:
+            if kind != "pid":
+                setns_path(path, kind)
+    except BaseException as exc:
+        _report(req.sync, exc)
+        os._exit(1)
+    init_main(req)
+
+
 def _enter_namespaces(req: InitRequest) -> None:
     joined = dict(req.join_namespaces)
     if "user" in joined:
-        _setns(joined.pop("user"), "user")
+        setns_path(joined.pop("user"), "user")
     elif "user" in req.new_namespaces:
         linux.unshare(linux.CLONE_NEWUSER)
         req.sync.send("userns")
@@ -101,7 +151,7 @@ def _enter_namespaces(req: InitRequest) -> None:
         os.setresuid(0, 0, 0)
     for kind in NS_PROC_NAMES:
         if kind in joined:
-            _setns(joined[kind], kind)
+            setns_path(joined[kind], kind)
     flags = 0
     for kind in req.new_namespaces:
         if kind != "user":
@@ -110,7 +160,7 @@ def _enter_namespaces(req: InitRequest) -> None:
         linux.unshare(flags)
 
 
-def _setns(path: str, kind: str) -> None:
+def setns_path(path: str, kind: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         linux.setns(fd, NAMESPACE_FLAGS[kind])
@@ -142,7 +192,8 @@ def _reset_signals() -> None:
         if signum in (signal.SIGKILL, signal.SIGSTOP):
             continue
         with contextlib.suppress(OSError, ValueError, RuntimeError):
-            signal.signal(signum, signal.SIG_DFL)
+            if signal.getsignal(signum) != signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
@@ -158,7 +209,8 @@ def _lock_imports() -> None:
 def init_main(req: InitRequest) -> NoReturn:
     """C2: the container's init until it execs the user's process."""
     try:
-        _reset_signals()
+        if not req.signals_reset:
+            _reset_signals()
         if req.exec_mode:
             _lock_imports()
             _setup_exec(req)
@@ -200,11 +252,26 @@ def _setup_container(req: InitRequest) -> None:
     if (config.get("root") or {}).get("readonly"):
         builder.readonly_root()
     builder.close()
+    if "network" in req.new_namespaces:
+        _loopback_up()
     if config.get("hostname"):
         linux.sethostname(config["hostname"])
     if config.get("domainname"):
         linux.setdomainname(config["domainname"])
     _setup_terminal(req)
+
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def _loopback_up() -> None:
+    """A new network namespace has only ``lo``, and down: bring it up."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
 def _setup_exec(req: InitRequest) -> None:

@@ -10,7 +10,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.errors import ContainerExists, ContainerNotFound, InvalidContainerId
@@ -58,7 +58,7 @@ class ContainerState:
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(vars(self))
 
     @classmethod
     def from_json(cls, text: str) -> ContainerState:

@@ -6,7 +6,7 @@ that configs and the CLI refer to.
 
 from __future__ import annotations
 
-from runtime.oci.spec.config import load, validate, validate_process
+from runtime.oci.spec.config import load, read, validate, validate_process
 from runtime.oci.spec.default import default_spec
 from runtime.oci.spec.tables import (
     CAPABILITIES,
@@ -24,6 +24,7 @@ __all__ = [
     "default_spec",
     "load",
     "parse_signal",
+    "read",
     "validate",
     "validate_process",
 ]

@@ -108,8 +108,16 @@ def validate_process(process: dict[str, Any]) -> list[str]:
 
 
 def load(bundle: str) -> dict[str, Any]:
-    """Read and validate ``<bundle>/config.json``. Callers that report warnings call
-    ``validate`` themselves, naming the container; here they only go to the debug log."""
+    """Read and validate ``<bundle>/config.json``; warnings only go to the debug log."""
+    config = read(bundle)
+    for warning in validate(config):
+        logger.debug("bundle %s: %s", bundle, warning)
+    return config
+
+
+def read(bundle: str) -> dict[str, Any]:
+    """Read ``<bundle>/config.json`` without validating it (the caller validates once and
+    reports the warnings, naming the container)."""
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
@@ -118,6 +126,4 @@ def load(bundle: str) -> dict[str, Any]:
         raise InvalidSpec("config.json", f"cannot read {path}: {exc.strerror}") from exc
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON; absurd nesting
         raise InvalidSpec("config.json", f"{path} is not valid JSON: {exc}") from exc
-    for warning in validate(config):
-        logger.debug("bundle %s: %s", bundle, warning)
     return config  # type: ignore[no-any-return]

@@ -1,0 +1,1 @@
+"""Engine containers: records, OCI bundles generated from images, overlay rootfs."""

@@ -1,0 +1,1 @@
+"""The engine daemon and the keeper that owns container processes and their terminals."""
