@@ -250,7 +250,7 @@ class EngineClient:
         result: dict[str, Any] = await self.call("inspect", id=container_id)
         return result
 
-    async def list(self, *, all: bool = False) -> list[ContainerInfo]:  # noqa: A002 - docker's flag
+    async def list(self, *, all: bool = False) -> list[ContainerInfo]:
         return [ContainerInfo.from_inspect(d) for d in await self.call("list", all=all)]
 
     async def stats(self, container_id: str) -> Stats:

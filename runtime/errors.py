@@ -199,3 +199,36 @@ class DaemonUnavailable(ContainerRuntimeError):
         super().__init__(f"engine daemon at {socket_path}: {reason}")
         self.socket_path = socket_path
         self.reason = reason
+
+
+class InvalidDigest(ContainerRuntimeError):
+    """A content digest that is not ``<algorithm>:<hex>`` of a supported algorithm."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(f"invalid digest {digest!r}: {reason}")
+        self.digest = digest
+        self.reason = reason
+
+
+class BlobNotFound(ContainerRuntimeError):
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob {digest} is not in the image store")
+        self.digest = digest
+
+
+class InvalidImage(ContainerRuntimeError):
+    """An image manifest or config that is malformed or does not match its content."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"invalid image {what}: {reason}")
+        self.what = what
+        self.reason = reason
+
+
+class ImageConflict(ContainerRuntimeError):
+    """Removing an image needs ``force`` (for example: it is tagged in several repositories)."""
+
+    def __init__(self, reference: str, reason: str) -> None:
+        super().__init__(f"conflict: unable to delete {reference} (must be forced): {reason}")
+        self.reference = reference
+        self.reason = reason

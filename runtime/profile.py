@@ -55,7 +55,12 @@ def base_mounts(profile: Profile) -> list[dict[str, Any]]:
 
     mounts = [
         mount("/proc", "proc", "proc", list(no_exec)),
-        mount("/dev", "tmpfs", "tmpfs", ["nosuid", "noexec", "strictatime", "mode=755", f"size={profile.dev_size}"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            ["nosuid", "noexec", "strictatime", "mode=755", f"size={profile.dev_size}"],
+        ),
         mount(
             "/dev/pts",
             "devpts",
@@ -69,6 +74,11 @@ def base_mounts(profile: Profile) -> list[dict[str, Any]]:
     ]
     if profile.tmp_size is not None:
         mounts.append(
-            mount("/tmp", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=1777", f"size={profile.tmp_size}"])
+            mount(
+                "/tmp",
+                "tmpfs",
+                "tmpfs",
+                ["nosuid", "nodev", "mode=1777", f"size={profile.tmp_size}"],
+            )
         )
     return mounts

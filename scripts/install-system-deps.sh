@@ -7,6 +7,7 @@ packages=(
     libseccomp2      # seccomp filters are compiled by libseccomp
     iproute2         # network namespaces in tests
     util-linux       # mount, nsenter, unshare for test assertions
+    e2fsprogs        # mkfs.ext4 and e2fsck for size-limited volumes (runtime.volumes)
 )
 
 missing=()

@@ -149,7 +149,12 @@ def build_config(
 
 def _bind(bind: BindMount) -> dict[str, Any]:
     options = ["rbind", "nosuid", "nodev", "ro" if bind.read_only else "rw"]
-    return {"destination": bind.destination, "type": "bind", "source": bind.source, "options": options}
+    return {
+        "destination": bind.destination,
+        "type": "bind",
+        "source": bind.source,
+        "options": options,
+    }
 
 
 def _linux(container_id: str, options: RunOptions, profile: Profile) -> dict[str, Any]:

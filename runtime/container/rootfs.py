@@ -24,7 +24,9 @@ def mount_overlay(layers: list[str], container_dir: str) -> str:
     if os.path.ismount(merged):
         return merged
     if not layers:
-        raise ContainerRuntimeError(f"container {os.path.basename(container_dir)}: image has no layers")
+        raise ContainerRuntimeError(
+            f"container {os.path.basename(container_dir)}: image has no layers"
+        )
     lower = ":".join(reversed(layers))
     data = f"lowerdir={lower},upperdir={upper},workdir={work},index=off,xino=off"
     try:

@@ -22,6 +22,7 @@ from runtime.errors import (
     ContainerNotFound,
     ContainerRuntimeError,
     ContainerSetupError,
+    HookError,
     InvalidSpec,
     InvalidTransition,
 )
@@ -93,7 +94,7 @@ class Runtime:
         return {
             "ociVersion": OCI_VERSION,
             "id": st.id,
-            "pid": st.pid if status in (Status.CREATED, Status.RUNNING) else 0,
+            "pid": st.pid if status is not Status.STOPPED else 0,
             "status": status.value,
             "bundle": st.bundle,
             "rootfs": st.rootfs,
@@ -255,6 +256,8 @@ class Runtime:
                 self._create_hooks(sync, req, st)
             sync.expect("created", cid)
             return init_pid
+        except HookError:
+            raise
         except ContainerRuntimeError as exc:
             raise ContainerSetupError(cid, str(exc).split(": ", 1)[-1]) from exc
 

@@ -38,7 +38,9 @@ class Daemon:
         path = self.config.socket_path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        self.server = await asyncio.start_unix_server(self._connection, path, limit=protocol.MAX_LINE)
+        self.server = await asyncio.start_unix_server(
+            self._connection, path, limit=protocol.MAX_LINE
+        )
         os.chmod(path, 0o600)
         logger.info("engine daemon listening on %s", path)
         stop = asyncio.Event()

@@ -160,11 +160,17 @@ class Engine:
         image = self.images.resolve(options.image)
         name = self.containers.check_name(options.name)
         record = ContainerRecord(
-            id=self.containers.new_id(), name=name, options=options, image_id=image.id, created=now()
+            id=self.containers.new_id(),
+            name=name,
+            options=options,
+            image_id=image.id,
+            created=now(),
         )
         self.containers.save(record)
         try:
-            await self._prepare(record, image.config.get("config") or {}, self.images.layer_paths(image))
+            await self._prepare(
+                record, image.config.get("config") or {}, self.images.layer_paths(image)
+            )
             await self._spawn(record)
         except BaseException:
             await self._discard(record)
@@ -363,9 +369,7 @@ class Engine:
             process["user"] = resolve_user(self.containers.path(record.id, "rootfs"), user)
         exec_id = secrets.token_hex(16)
         key = f"{record.id}/exec/{exec_id}"
-        reply, fds = await self.keeper.call(
-            "exec", id=record.id, exec_id=exec_id, process=process
-        )
+        reply, fds = await self.keeper.call("exec", id=record.id, exec_id=exec_id, process=process)
         exec_record = ExecRecord(exec_id, record.id, tty)
         self.execs[exec_id] = exec_record
         session = Session(key, fds, tty=tty, log_path=None)

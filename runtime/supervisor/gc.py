@@ -74,7 +74,9 @@ async def collect(engine: Engine) -> dict[str, Any]:
     }
     in_use = {r.image_id for r in engine.containers.all()}
     images_report = await asyncio.to_thread(engine.images.gc, keep_images=in_use)
-    report["images"] = vars(images_report) if hasattr(images_report, "__dict__") else str(images_report)
+    report["images"] = (
+        vars(images_report) if hasattr(images_report, "__dict__") else str(images_report)
+    )
     report["volumes"] = await asyncio.to_thread(engine.volumes.cleanup_orphans)
     logger.info("gc: %s", report)
     return report

@@ -53,7 +53,7 @@ def _config(backing_fd: int, image: str, flags: int, block_size: int) -> bytes:
     )
 
 
-def _configure_free(control_fd: int, backing_fd: int, config: bytes, dev_dir: str) -> int:
+def _configure_free(control_fd: int, config: bytes, dev_dir: str) -> int:
     """Bind the first free device; returns an open descriptor of it."""
     for _ in range(_ATTACH_ATTEMPTS):
         number = fcntl.ioctl(control_fd, LOOP_CTL_GET_FREE)
@@ -66,7 +66,7 @@ def _configure_free(control_fd: int, backing_fd: int, config: bytes, dev_dir: st
                 raise
             continue
         return fd
-    raise OSError(errno.EBUSY, "no free loop device after retries", control_fd)
+    raise OSError(errno.EBUSY, "no free loop device after retries", dev_dir)
 
 
 @contextlib.contextmanager
@@ -90,7 +90,7 @@ def attached(
         control_fd = os.open(control, os.O_RDWR | os.O_CLOEXEC)
         try:
             config = _config(backing_fd, image, flags, block_size)
-            device_fd = _configure_free(control_fd, backing_fd, config, dev_dir)
+            device_fd = _configure_free(control_fd, config, dev_dir)
         finally:
             os.close(control_fd)
     finally:

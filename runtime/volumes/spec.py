@@ -30,10 +30,11 @@ VolumeKind = Literal["named", "bind", "anonymous"]
 @dataclass(frozen=True)
 class VolumeSpec:
     """One parsed ``-v`` argument. ``source`` is a volume name (named), an absolute host
-    path (bind) or None (anonymous: the engine creates a volume with a random name)."""
+    path (bind) or "" (anonymous: the engine creates a volume with a random name), as in
+    Docker's ``mount.Source``."""
 
     kind: VolumeKind
-    source: str | None
+    source: str
     destination: str
     read_only: bool = False
 
@@ -95,7 +96,7 @@ def parse_volume_spec(spec: str) -> VolumeSpec:
         raise InvalidArgument(f"volume {spec!r}", f"invalid mode {mode!r}: use ro or rw")
     if len(parts) == 1:
         kind: VolumeKind = "anonymous"
-        source: str | None = None
+        source = ""
     else:
         if parts[1] in _MODES and parts[0].startswith("/"):
             raise InvalidArgument(

@@ -47,13 +47,22 @@ def _not_in_use(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Volume:
+    """What ``docker volume inspect`` shows: ``created`` is RFC 3339 (UTC), ``size`` the
+    limit in bytes (None: unlimited, a plain directory), ``mountpoint`` the host directory."""
+
     name: str
     mountpoint: str
     created: str
     size: int | None = None
     driver: str = DRIVER
-    labels: dict[str, str] = field(default_factory=dict)
-    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    options: dict[str, str] = field(default_factory=dict, hash=False)
+
+
+def _reason(step: str, exc: OSError) -> str:
+    """``"mount: device or resource busy: /path"``, for VolumeError."""
+    text = (exc.strerror or str(exc)).lower()
+    return f"{step}: {text}: {exc.filename}" if exc.filename else f"{step}: {text}"
 
 
 def _now_rfc3339() -> str:
@@ -176,9 +185,6 @@ class VolumeStore:
                         "size", f"volume {name} exists with size {existing.size}, not {size}"
                     )
                 return existing
-            if os.path.lexists(self._dir(name)):
-                logger.warning("volume %s: clearing a leftover without metadata", name)
-                self._teardown(name)
             volume = Volume(
                 name=name,
                 mountpoint=self._data(name),
@@ -194,6 +200,9 @@ class VolumeStore:
     def _provision(self, volume: Volume) -> None:
         name = volume.name
         try:
+            if os.path.lexists(self._dir(name)):
+                logger.warning("volume %s: clearing a leftover without metadata", name)
+                self._teardown(name)
             os.mkdir(self._dir(name), 0o700)
             os.mkdir(self._data(name), 0o755)
             if volume.size is not None:
@@ -203,7 +212,7 @@ class VolumeStore:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 self._teardown(name)
-            raise VolumeError(name, f"create: {exc.strerror or exc}") from exc
+            raise VolumeError(name, _reason("create", exc)) from exc
 
     def _mount(self, name: str) -> None:
         disk.ensure_private_parent(self.root)
@@ -225,7 +234,7 @@ class VolumeStore:
                 try:
                     self._mount(name)
                 except OSError as exc:
-                    raise VolumeError(name, f"mount: {exc.strerror or exc}") from exc
+                    raise VolumeError(name, _reason("mount", exc)) from exc
         return volume.mountpoint
 
     def remove(self, name: str, *, in_use: InUse = _not_in_use, force: bool = False) -> None:
@@ -249,7 +258,7 @@ class VolumeStore:
             self._teardown(name)
         except OSError as exc:
             if not force:
-                raise VolumeError(name, f"remove: {exc.strerror or exc}") from exc
+                raise VolumeError(name, _reason("remove", exc)) from exc
             logger.warning("volume %s: forced removal left data behind: %s", name, exc)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._meta(name))
@@ -298,8 +307,7 @@ class VolumeStore:
             for device in loop.bound():
                 owner = _owner(device.backing_file, real_root)
                 if owner is not None and not self._is_live(owner):
-                    loop.detach(device.name)
-                    logger.info("detached orphan loop device %s (%s)", device.name, owner)
+                    self._detach_orphan(device.name, owner)
             for entry in sorted(os.listdir(self.root)):
                 path = os.path.join(self.root, entry)
                 if entry == _LOCK or entry in busy or self._is_live(entry):
@@ -310,6 +318,15 @@ class VolumeStore:
                 cleaned.append(entry)
                 logger.info("removed orphan volume directory %s", path)
         return cleaned
+
+    @staticmethod
+    def _detach_orphan(device: str, owner: str) -> None:
+        try:
+            loop.detach(device)
+        except OSError as exc:
+            logger.warning("could not detach orphan loop device %s (%s): %s", device, owner, exc)
+            return
+        logger.info("detached orphan loop device %s (%s)", device, owner)
 
     def _is_live(self, entry: str) -> bool:
         return bool(NAME_RE.fullmatch(entry)) and os.path.exists(self._meta(entry))
@@ -328,7 +345,7 @@ class VolumeStore:
                 logger.info("unmounted orphan volume mount %s", target)
             except OSError as exc:
                 if exc.errno != errno.EBUSY:
-                    raise VolumeError(owner, f"cleanup: {exc.strerror or exc}") from exc
+                    raise VolumeError(owner, _reason("cleanup", exc)) from exc
                 logger.warning("orphan volume mount %s is busy; left in place", target)
                 busy.add(owner)
         return busy

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import InvalidArgument, VolumeInUse, VolumeNotFound
-from runtime.volumes import VolumeSpec, VolumeStore, parse_size, parse_volume_spec, validate_name
+from runtime.errors import InvalidArgument, VolumeError, VolumeInUse, VolumeNotFound
+from runtime.volumes import (
+    VolumeSpec,
+    VolumeStore,
+    disk,
+    parse_size,
+    parse_volume_spec,
+    validate_name,
+)
 from runtime.volumes.disk import parse_mountinfo
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -60,8 +67,8 @@ def test_parse_size_rejects_garbage(text: str) -> None:
         ("my.vol_1-a:/var/lib/db/", VolumeSpec("named", "my.vol_1-a", "/var/lib/db", False)),
         ("/srv/src:/app", VolumeSpec("bind", "/srv/src", "/app", False)),
         ("/srv//src/:/app/./x:ro", VolumeSpec("bind", "/srv/src", "/app/x", True)),
-        ("/data", VolumeSpec("anonymous", None, "/data", False)),
-        ("//data/", VolumeSpec("anonymous", None, "/data", False)),
+        ("/data", VolumeSpec("anonymous", "", "/data", False)),
+        ("//data/", VolumeSpec("anonymous", "", "/data", False)),
     ],
 )
 def test_parse_volume_spec(spec: str, expected: VolumeSpec) -> None:
@@ -261,6 +268,21 @@ def test_create_clears_a_leftover_directory_of_the_same_name(store: VolumeStore)
     Path(store.root, "data", "_data", "old").write_text("x")
     vol = store.create("data")
     assert os.listdir(vol.mountpoint) == []
+
+
+@pytest.mark.parametrize(
+    ("mkfs", "fragment"), [("false", "mkfs.ext4 failed"), ("no-such-mkfs", "not installed")]
+)
+def test_a_failed_mkfs_leaves_nothing_behind(
+    store: VolumeStore, monkeypatch: pytest.MonkeyPatch, mkfs: str, fragment: str
+) -> None:
+    monkeypatch.setattr(disk, "MKFS", mkfs)
+    with pytest.raises(VolumeError) as info:
+        store.create("data", size=16 * MiB)
+    assert info.value.name == "data"
+    assert fragment in str(info.value)
+    assert store.list() == []
+    assert sorted(os.listdir(store.root)) == [".lock"]
 
 
 def test_parse_mountinfo_decodes_escapes_and_propagation() -> None:

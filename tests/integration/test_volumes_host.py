@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from runtime import linux
-from runtime.errors import InvalidArgument, VolumeInUse
+from runtime.errors import InvalidArgument, VolumeError, VolumeInUse
 from runtime.volumes import VolumeStore, loop
 from runtime.volumes.disk import MountEntry, read_mountinfo
 
@@ -179,6 +179,19 @@ def test_it_remounts_lazily_after_an_unmount(store: VolumeStore) -> None:
     assert Path(vol.mountpoint, "kept").read_text() == "still here"
     assert restarted.mountpoint("data") == vol.mountpoint  # mounted once, not stacked
     assert len([m for m in mounts_below(store.root) if m == vol.mountpoint]) == 1
+
+
+def test_a_corrupt_image_is_not_mounted(store: VolumeStore) -> None:
+    vol = store.create("data", size=16 * MiB)
+    linux.umount(vol.mountpoint)
+    assert wait_for(lambda: not loops_below(store.root))
+    with open(os.path.join(store.root, "data", "disk.img"), "r+b") as f:
+        f.write(b"\xff" * (1 * MiB))  # superblock and group descriptors
+    with pytest.raises(VolumeError) as info:
+        store.mountpoint("data")
+    assert "e2fsck" in str(info.value)
+    assert not os.path.ismount(vol.mountpoint)
+    store.remove("data")
 
 
 def test_remove_refuses_a_volume_in_use(store: VolumeStore) -> None:
