@@ -7,12 +7,11 @@ Every wrapper raises ``OSError(errno, message, path)`` built from ``ctypes.get_e
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 import struct
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The soname, not ctypes.util.find_library: that runs `ldconfig -p` and costs milliseconds.
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # clone(2) / unshare(2) / setns(2) flags
 CLONE_NEWNS = 0x00020000
@@ -87,7 +86,7 @@ F_SEAL_WRITE = 0x0008
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_TSYNC = 1
 
-_MACHINE = platform.machine()
+_MACHINE = os.uname().machine
 _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {
         "pivot_root": 155,

@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import errno
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -327,10 +326,13 @@ def _cache_key(config: Mapping[str, Any]) -> str:
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise SeccompError(f"profile is not json: {exc}") from exc
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    # The canonical text itself is the key: exact, and no need to load OpenSSL's hashlib.
+    return canonical
 
 
 def _disk_path(cache_dir: str, key: str) -> str:
+    import hashlib
+
     tag = f"{_CACHE_FORMAT}-{platform.machine()}-{_lib().version}"
     return os.path.join(cache_dir, f"{hashlib.sha256(f'{tag}:{key}'.encode()).hexdigest()}.bpf")
 

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 
 from runtime import linux
@@ -26,6 +27,7 @@ MKFS = "mkfs.ext4"
 E2FSCK = "e2fsck"
 MOUNT_FLAGS = linux.MS_NOSUID | linux.MS_NODEV
 MOUNT_DATA = "discard"
+UNBIND_TIMEOUT = 2.0
 _TOOL_TIMEOUT = 120
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
@@ -126,11 +128,28 @@ def mount_image(image: str, target: str) -> None:
     already bound to it (mounted in another namespace), else checking and attaching it."""
     existing = loop.bound_to(image)
     if existing:
-        _mount_private(os.path.join("/dev", existing[0].name), target)
-        return
+        try:
+            _mount_private(os.path.join("/dev", existing[0].name), target)
+            return
+        except OSError as exc:
+            # A device whose last mount just went away stays bound until its last opener
+            # (anything that opened it meanwhile, blkid say) closes it; mounting it in that
+            # window fails with EIO. Wait for it to go, then attach afresh.
+            logger.info("loop device %s of %s is going away (%s)", existing[0].name, image, exc)
+            if not _wait_unbound(image):
+                raise
     check_image(image)
     with loop.attached(image) as device:
         _mount_private(device, target)
+
+
+def _wait_unbound(image: str, timeout: float = UNBIND_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while loop.bound_to(image):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _mount_private(device: str, target: str) -> None:

@@ -7,6 +7,7 @@ below it, even when the test fails, and then asserts that nothing was left.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import pytest
 
 from runtime import linux
 from runtime.errors import InvalidArgument, VolumeError, VolumeInUse
-from runtime.volumes import VolumeStore, loop
+from runtime.volumes import VolumeStore, disk, loop
 from runtime.volumes.disk import MountEntry, read_mountinfo
 
 MiB = 1 << 20
@@ -76,6 +77,13 @@ class Procs:
 
     def sleeper_in(self, cwd: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(["sleep", "300"], cwd=cwd)
+        self.procs.append(proc)
+        return proc
+
+    def holding(self, path: str) -> subprocess.Popen[bytes]:
+        """A process that keeps ``path`` open (as its stdin) until stopped."""
+        with open(path, "rb") as f:
+            proc = subprocess.Popen(["sleep", "300"], stdin=f)
         self.procs.append(proc)
         return proc
 
@@ -179,6 +187,41 @@ def test_it_remounts_lazily_after_an_unmount(store: VolumeStore) -> None:
     assert Path(vol.mountpoint, "kept").read_text() == "still here"
     assert restarted.mountpoint("data") == vol.mountpoint  # mounted once, not stacked
     assert len([m for m in mounts_below(store.root) if m == vol.mountpoint]) == 1
+
+
+def test_remount_reuses_a_device_something_still_holds(store: VolumeStore, procs: Procs) -> None:
+    vol = store.create("data", size=16 * MiB)
+    device = mount_of(vol.mountpoint).source
+    holder = procs.holding(device)
+    linux.umount(vol.mountpoint)
+    assert loops_below(store.root)  # the holder keeps it bound
+    assert store.mountpoint("data") == vol.mountpoint
+    assert mount_of(vol.mountpoint).source == device  # never two devices on one image
+    procs.stop(holder)
+    assert os.path.ismount(vol.mountpoint)
+
+
+def test_remount_waits_out_a_device_that_is_going_away(
+    store: VolumeStore, procs: Procs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vol = store.create("data", size=16 * MiB)
+    holder = procs.holding(mount_of(vol.mountpoint).source)
+    linux.umount(vol.mountpoint)
+    real_mount = disk._mount_private
+    calls: list[str] = []
+
+    def mount_fails_once(device: str, target: str) -> None:
+        calls.append(device)
+        if len(calls) == 1:  # what mounting a device in rundown gives; then it goes
+            procs.stop(holder)
+            raise OSError(errno.EIO, "mount: Input/output error", target)
+        real_mount(device, target)
+
+    monkeypatch.setattr(disk, "_mount_private", mount_fails_once)
+    assert store.mountpoint("data") == vol.mountpoint
+    assert len(calls) == 2
+    assert os.path.ismount(vol.mountpoint)
+    assert len(loops_below(store.root)) == 1
 
 
 def test_a_corrupt_image_is_not_mounted(store: VolumeStore) -> None:
