@@ -53,11 +53,12 @@ def _config(backing_fd: int, image: str, flags: int, block_size: int) -> bytes:
     )
 
 
-def _configure_free(control_fd: int, config: bytes, dev_dir: str) -> int:
-    """Bind the first free device; returns an open descriptor of it."""
+def _configure_free(control_fd: int, config: bytes, dev_dir: str) -> tuple[int, str]:
+    """Bind the first free device; returns an open descriptor of it and its path."""
     for _ in range(_ATTACH_ATTEMPTS):
         number = fcntl.ioctl(control_fd, LOOP_CTL_GET_FREE)
-        fd = os.open(os.path.join(dev_dir, f"loop{number}"), os.O_RDWR | os.O_CLOEXEC)
+        path = os.path.join(dev_dir, f"loop{number}")
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             fcntl.ioctl(fd, LOOP_CONFIGURE, config)
         except OSError as exc:
@@ -65,7 +66,7 @@ def _configure_free(control_fd: int, config: bytes, dev_dir: str) -> int:
             if exc.errno != errno.EBUSY:
                 raise
             continue
-        return fd
+        return fd, path
     raise OSError(errno.EBUSY, "no free loop device after retries", dev_dir)
 
 
@@ -90,13 +91,12 @@ def attached(
         control_fd = os.open(control, os.O_RDWR | os.O_CLOEXEC)
         try:
             config = _config(backing_fd, image, flags, block_size)
-            device_fd = _configure_free(control_fd, config, dev_dir)
+            device_fd, path = _configure_free(control_fd, config, dev_dir)
         finally:
             os.close(control_fd)
     finally:
         os.close(backing_fd)
     try:
-        path = os.readlink(f"/proc/self/fd/{device_fd}")
         logger.debug("attached %s to %s", image, path)
         yield path
     finally:
@@ -106,7 +106,11 @@ def attached(
 def bound(sys_block: str = "/sys/block") -> list[LoopDevice]:
     """Every bound loop device; unbound ones have no ``loop/backing_file``."""
     found: list[LoopDevice] = []
-    for name in sorted(os.listdir(sys_block)):
+    try:
+        names = sorted(os.listdir(sys_block))
+    except FileNotFoundError:  # no sysfs (a minimal container): no loop devices either
+        return found
+    for name in names:
         if not name.startswith("loop"):
             continue
         try:
