@@ -17,8 +17,10 @@ import logging
 import lzma
 import os
 import struct
+import tarfile
 import zlib
-from typing import Protocol
+from collections.abc import Iterator
+from typing import IO, Protocol, Self, cast
 
 import zstandard
 
@@ -101,6 +103,7 @@ class _ZstdFrames:
         self._header = bytearray()
         self._skip = 0
         self._checksum = False
+        self._rest = 0
 
     @property
     def at_boundary(self) -> bool:
@@ -188,7 +191,7 @@ class _XzReader:
 
 def _open_decoder(source: _Source, compression: str) -> Readable:
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=source, mode="rb")
+        return gzip.GzipFile(fileobj=cast(IO[bytes], source), mode="rb")  # never seeks
     if compression == "zstd":
         source.frames = _ZstdFrames()
         decompressor = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
@@ -201,7 +204,7 @@ def _open_decoder(source: _Source, compression: str) -> Readable:
     if compression == "xz":
         return _XzReader(source)
     if compression == "bzip2":
-        return bz2.BZ2File(source)
+        return bz2.BZ2File(cast(IO[bytes], source))
     return source
 
 
@@ -235,6 +238,9 @@ class TarStream:
 
     def tell(self) -> int:
         return self._pos
+
+    def at_end(self) -> bool:
+        return self._off == len(self._buf) and not self._fill()
 
     def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
         if whence != os.SEEK_SET or position < self._pos:
@@ -293,7 +299,8 @@ class TarStream:
         try:
             chunk = self._decoder.read(CHUNK)
         except _DECODE_ERRORS as exc:
-            raise Rejected(f"corrupt {self.compression} stream: {exc}") from exc
+            what = "tar" if self.compression == "none" else self.compression
+            raise Rejected(f"corrupt {what} stream: {exc}") from exc
         if not chunk:
             self._eof = True
             return False
@@ -303,3 +310,62 @@ class TarStream:
         self._hasher.update(chunk)
         self._buf += chunk
         return True
+
+
+# tarfile's header errors are not in typeshed; they are told apart by name.
+_END_OF_ARCHIVE = ("EOFHeaderError", "EmptyHeaderError")
+_META_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+def _tarinfo_class(max_header: int) -> type[tarfile.TarInfo]:
+    """A ``TarInfo`` that refuses a pax or GNU long-name header bigger than ``max_header``
+    before tarfile reads it into memory, and a corrupt or truncated header anywhere
+    (tarfile takes one after the first member for the end of the archive)."""
+
+    class LimitedTarInfo(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+            try:
+                info = super().frombuf(buf, encoding, errors)
+            except tarfile.HeaderError as exc:
+                if type(exc).__name__ in _END_OF_ARCHIVE:
+                    raise
+                raise Rejected(f"corrupt tar header: {exc}") from exc
+            if info.size < 0:
+                raise Rejected(f"tar header of {info.name!r} has a negative size")
+            if info.type in _META_TYPES and info.size > max_header:
+                raise Rejected(f"tar extended header of {info.size} bytes (limit {max_header})")
+            return info
+
+    return LimitedTarInfo
+
+
+def open_tar(stream: TarStream, *, max_header: int) -> tarfile.TarFile | None:
+    """A ``TarFile`` reading ``stream`` in order, or None if the stream is empty (an empty
+    layer is valid, as in Go's archive/tar)."""
+    if stream.at_end():
+        return None
+    return tarfile.TarFile(
+        fileobj=cast(IO[bytes], stream),
+        mode="r",
+        tarinfo=_tarinfo_class(max_header),
+        encoding="utf-8",
+        errors="surrogateescape",
+    )
+
+
+def iter_members(tar: tarfile.TarFile | None) -> Iterator[tarfile.TarInfo]:
+    """Members in archive order; tarfile's own list of them is emptied as we go, or a
+    million-entry layer would keep a million ``TarInfo`` objects alive."""
+    while tar is not None:
+        info = tar.next()
+        if info is None:
+            return
+        tar.members.clear()  # type: ignore[attr-defined]  # not in typeshed
+        yield info

@@ -222,7 +222,9 @@ class Engine:
         hostname = record.options.hostname or record.id[:12]
         files = {
             "/etc/hostname": f"{hostname}\n",
-            "/etc/hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n",
+            "/etc/hosts": (
+                f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"
+            ),
             "/etc/resolv.conf": "",
         }
         out = {}
@@ -369,7 +371,7 @@ class Engine:
             process["user"] = resolve_user(self.containers.path(record.id, "rootfs"), user)
         exec_id = secrets.token_hex(16)
         key = f"{record.id}/exec/{exec_id}"
-        reply, fds = await self.keeper.call("exec", id=record.id, exec_id=exec_id, process=process)
+        _, fds = await self.keeper.call("exec", id=record.id, exec_id=exec_id, process=process)
         exec_record = ExecRecord(exec_id, record.id, tty)
         self.execs[exec_id] = exec_record
         session = Session(key, fds, tty=tty, log_path=None)

@@ -239,8 +239,8 @@ class Keeper:
                 os.read(wake_r, 512)
         else:
             conn = key.fileobj
-            assert isinstance(conn, socket.socket)
-            self._serve_one(conn)
+            if isinstance(conn, socket.socket):
+                self._serve_one(conn)
 
     def _serve_one(self, conn: socket.socket) -> None:
         try:
