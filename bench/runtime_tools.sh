@@ -8,6 +8,9 @@
 # Each validation/*/*.t runs from that directory with RUNTIME set to a wrapper, under its own
 # --root, with a timeout (TIMEOUT, default 120 s). Prints the TAP `ok` / `not ok` lines per test
 # and in total; TAP logs stay in LOG_DIR (default: a new temporary directory).
+# Bundles go to a private TMPDIR, removed at exit with any mount left in it (linux_ns_itype runs
+# runc without a mount namespace, so its mounts land on the host), as are the empty
+# testdir/cgrouptest parents that the relative-cgroup tests leave behind.
 set -euo pipefail
 
 RT_DIR=${1:-${RUNTIME_TOOLS_DIR:?give the built runtime-tools directory as argument or RUNTIME_TOOLS_DIR}}
@@ -17,6 +20,8 @@ PY=${PY:-$REPO/.venv/bin/python}
 TIMEOUT=${TIMEOUT:-120}
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/runtime-tools.XXXXXX)}
 WORK=$(mktemp -d /tmp/runtime-tools-wrap.XXXXXX)
+export TMPDIR=$WORK/tmp
+mkdir "$TMPDIR"
 [[ -x $RT_DIR/runtimetest ]] || { echo "no $RT_DIR/runtimetest: build runtime-tools first" >&2; exit 1; }
 mapfile -t TESTS < <(cd "$RT_DIR" && ls validation/*/*.t)
 ((${#TESTS[@]})) || { echo "no validation/*/*.t in $RT_DIR: build them first" >&2; exit 1; }
@@ -30,14 +35,17 @@ if command -v runc >/dev/null; then
 fi
 chmod +x "$WORK"/*
 
-cleanup() {  # force-delete whatever a failed test left behind in our state roots
-    local side id
+cleanup() {  # whatever failed tests left: containers, host mounts, bundles, cgroup parents
+    local side id m
     for side in "${sides[@]}"; do
         for id in $("$WORK/$side" list -q 2>/dev/null); do
             "$WORK/$side" delete --force "$id" >/dev/null 2>&1 || true
         done
     done
+    for m in $(findmnt -rno TARGET | grep "^$WORK/" | sort -r || true); do umount -l "$m" || true; done
     rm -rf "$WORK"
+    find /sys/fs/cgroup -type d -path '*/testdir/cgrouptest' 2>/dev/null |
+        while read -r d; do rmdir "$d" "${d%/cgrouptest}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 

@@ -232,3 +232,52 @@ class ImageConflict(ContainerRuntimeError):
         super().__init__(f"conflict: unable to delete {reference} (must be forced): {reason}")
         self.reference = reference
         self.reason = reason
+
+
+# -- registry ------------------------------------------------------------------------------
+
+
+class NoMatchingPlatform(ContainerRuntimeError):
+    """An image index lists no manifest for the wanted platform."""
+
+    def __init__(self, reference: str, platform: str, available: list[str]) -> None:
+        listed = ", ".join(available) or "none"
+        super().__init__(
+            f"no matching manifest for {platform} in the manifest list entries of {reference}"
+            f" (available: {listed})"
+        )
+        self.reference = reference
+        self.platform = platform
+        self.available = available
+
+
+class RegistryUnreachable(RegistryError):
+    """No usable HTTP answer: connection refused or reset, a timeout, a TLS failure."""
+
+    def __init__(self, origin: str, code: str, reason: str, *, temporary: bool) -> None:
+        super().__init__(0, code, f"{origin}: {reason}", temporary=temporary)
+        self.message = f"registry {origin}: {reason}"
+        self.origin = origin
+        self.reason = reason
+
+
+class BlobSizeMismatch(ContainerRuntimeError):
+    """A registry sent more or fewer bytes than the descriptor's size."""
+
+    def __init__(self, digest: str, expected: int, actual: int) -> None:
+        more = "more than" if actual > expected else f"{actual} bytes, not"
+        super().__init__(f"blob {digest}: the registry sent {more} the {expected} expected")
+        self.digest = digest
+        self.expected = expected
+        self.actual = actual
+
+
+class BootstrapError(ContainerRuntimeError):
+    """Building a base image from the host (busybox, debootstrap) failed."""
+
+    temporary = True  # usually the package mirror
+
+    def __init__(self, image: str, reason: str) -> None:
+        super().__init__(f"bootstrapping {image}: {reason}")
+        self.image = image
+        self.reason = reason

@@ -8,6 +8,7 @@ packages=(
     iproute2         # network namespaces in tests
     util-linux       # mount, nsenter, unshare for test assertions
     e2fsprogs        # mkfs.ext4 and e2fsck for size-limited volumes (runtime.volumes)
+    debootstrap      # bootstrap_debian builds debian:bookworm (runtime.image.bootstrap)
 )
 
 missing=()

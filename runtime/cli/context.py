@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from runtime.errors import ContainerRuntimeError, DaemonUnavailable
 
 if TYPE_CHECKING:
+    import subprocess
+
     from runtime.cli.wire import WireClient
     from runtime.config import EngineConfig
 

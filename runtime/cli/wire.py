@@ -8,28 +8,19 @@ returns the daemon's JSON as it comes (``inspect`` dicts), which is what the CLI
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from runtime.cli.status import mark_from_daemon
 from runtime.errors import ContainerRuntimeError, DaemonUnavailable
 from runtime.supervisor import protocol
 
 RECV_SIZE = 65536
 # Connection failures that mean "no daemon is listening", as opposed to one that misbehaved.
 _NOT_LISTENING = (FileNotFoundError, ConnectionRefusedError)
-
-
-def mark_from_daemon(exc: ContainerRuntimeError) -> ContainerRuntimeError:
-    """Tag an error as the daemon's answer, so that the CLI can say so."""
-    exc.from_daemon = True  # type: ignore[attr-defined]
-    return exc
-
-
-def is_from_daemon(exc: BaseException) -> bool:
-    return bool(getattr(exc, "from_daemon", False))
 
 
 class Channel:
@@ -44,7 +35,8 @@ class Channel:
         self.buffer = bytearray()
         self.exit_code: int | None = None
         self.replayed = False
-        self.ended = False
+        self.exited = False
+        self.eof = False
         self.tty = False
 
     def fileno(self) -> int:
@@ -57,7 +49,7 @@ class Channel:
         except (ConnectionError, OSError):
             data = b""
         if not data:
-            self.ended = True
+            self.eof = True
             return False
         self.buffer += data
         return True
@@ -71,9 +63,9 @@ class Channel:
         return line
 
     def pending(self) -> Iterator[tuple[int, bytes]]:
-        """The output frames already received; stops at EXIT (setting ``ended``)."""
+        """The output frames already received; stops at EXIT (setting ``exited``)."""
         size = protocol.HEADER.size
-        while not self.ended and len(self.buffer) >= size:
+        while not self.exited and len(self.buffer) >= size:
             kind, length = protocol.HEADER.unpack_from(self.buffer)
             if len(self.buffer) < size + length:
                 return
@@ -81,7 +73,7 @@ class Channel:
             del self.buffer[: size + length]
             if kind == protocol.EXIT:
                 self.exit_code = _exit_code(payload)
-                self.ended = True
+                self.exited = True
             elif kind == protocol.REPLAY_DONE:
                 self.replayed = True
             else:
@@ -92,11 +84,18 @@ class Channel:
         while True:
             for frame in self.pending():
                 return frame
-            if self.ended or not self.fill():
+            if self.exited or self.eof or not self.fill():
                 return None
 
+    @property
+    def ended(self) -> bool:
+        return self.exited or self.eof
+
     def send(self, kind: int, payload: bytes) -> None:
-        self.sock.sendall(protocol.frame(kind, payload))
+        """Send a frame; a peer that has already gone is no error here: the process has
+        exited, and reading will show it."""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.sock.sendall(protocol.frame(kind, payload))
 
     def write(self, data: bytes) -> None:
         for start in range(0, len(data), protocol.MAX_FRAME):
@@ -111,6 +110,12 @@ class Channel:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def _exit_code(payload: bytes) -> int | None:
     try:
@@ -123,9 +128,7 @@ class WireClient:
     """The daemon's operations, one connection each. ``start_daemon`` is called once when
     nothing listens on the socket, and the connection is then retried."""
 
-    def __init__(
-        self, socket_path: str, *, start_daemon: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, socket_path: str, *, start_daemon: Callable[[], None] | None = None) -> None:
         self.socket_path = socket_path
         self.start_daemon = start_daemon
 
@@ -213,7 +216,7 @@ class WireClient:
         result: dict[str, Any] = self.call("inspect", id=ref)
         return result
 
-    def list(self, *, all: bool = False) -> list[dict[str, Any]]:  # noqa: A002 - docker's flag
+    def list(self, *, all: bool = False) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.call("list", all=all)
         return result
 
@@ -228,9 +231,3 @@ class WireClient:
     def gc(self) -> dict[str, Any]:
         result: dict[str, Any] = self.call("gc")
         return result
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

@@ -61,7 +61,7 @@ def detect_compression(head: bytes) -> str:
     return "none"
 
 
-class _Source:
+class Source:
     """The raw input: peekable, counting and (optionally) hashing every byte handed out."""
 
     def __init__(self, raw: Readable, hasher: hashlib._Hash | None) -> None:
@@ -167,7 +167,7 @@ class _XzReader:
     """xz through ``LZMADecompressor`` with a memory limit (``LZMAFile`` has none), output
     bounded per read; concatenated streams are decoded one after the other."""
 
-    def __init__(self, source: _Source) -> None:
+    def __init__(self, source: Source) -> None:
         self._source = source
         self._decoder = lzma.LZMADecompressor(memlimit=_LZMA_MEMLIMIT)
         self._input = b""
@@ -189,7 +189,7 @@ class _XzReader:
                 return out
 
 
-def _open_decoder(source: _Source, compression: str) -> Readable:
+def _open_decoder(source: Source, compression: str) -> Readable:
     if compression == "gzip":
         return gzip.GzipFile(fileobj=cast(IO[bytes], source), mode="rb")  # never seeks
     if compression == "zstd":
@@ -212,7 +212,7 @@ class TarStream:
     """Decompressed bytes, read forward only; ``diff_id`` hashes everything produced."""
 
     def __init__(self, raw: Readable, *, max_bytes: int, expected_digest: str | None = None):
-        self._source = _Source(raw, new_hasher(expected_digest) if expected_digest else None)
+        self._source = Source(raw, new_hasher(expected_digest) if expected_digest else None)
         self.compression = detect_compression(self._source.peek(6))
         self._decoder = _open_decoder(self._source, self.compression)
         self._max = max_bytes

@@ -1,0 +1,356 @@
+"""The site's one door to the container engine: the only module that imports
+``runtime.client``. It speaks in the site's terms (launch an instance, attach a terminal),
+and turns every runtime error into an ``ApplicationError``.
+
+``Engine`` is the interface; ``RuntimeEngine`` is the real one (the daemon's unix socket at
+``settings.ENGINE_SOCKET``); ``FakeEngine`` stands in for it in unit tests, including the
+failure modes (an engine that is down, slow, or has no such image).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import ParamSpec, Protocol, TypeVar
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+
+from runtime import errors as rt
+from runtime.client import AttachStream, ContainerInfo, ContainerSpec, EngineClient
+
+from playground.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+LABEL_SITE = "playground.site"
+LABEL_LAB = "playground.lab"
+LABEL_INSTANCE = "playground.instance"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    image: str
+    name: str
+    hostname: str
+    shell: tuple[str, ...]
+    labels: dict[str, str]
+    memory: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    container_id: str
+    status: str  # created, running, exited, removing, or "missing" when the engine has none
+    labels: dict[str, str] = field(default_factory=dict)
+    exit_code: int = 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_ns: int
+    memory: int
+    memory_limit: int | None
+
+
+class Terminal(Protocol):
+    """An attached terminal: scrollback first, then live output; None once the shell exits."""
+
+    exit_code: int | None
+
+    async def read(self) -> bytes | None: ...
+    async def write(self, data: bytes) -> None: ...
+    async def resize(self, rows: int, cols: int) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    async def launch(self, spec: InstanceSpec) -> ContainerState: ...
+    async def restart(self, container_id: str) -> ContainerState: ...
+    async def remove(self, container_id: str) -> None: ...
+    async def state(self, container_id: str) -> ContainerState: ...
+    async def usage(self, container_id: str) -> Usage | None: ...
+    async def containers(self) -> list[ContainerState]: ...
+    async def attach(self, container_id: str) -> Terminal: ...
+
+
+def translate(exc: rt.ContainerRuntimeError, what: str) -> ApplicationError:
+    """A runtime error as a sentence for people, keeping the engine's message for the log."""
+    log = f"{what}: {exc}"
+    if isinstance(exc, rt.DaemonUnavailable):
+        return ApplicationError(
+            "The container engine is not answering. Try again in a moment.", log, temporary=True
+        )
+    if isinstance(exc, rt.ImageNotFound):
+        return ApplicationError(f"The image {exc.reference} is not on this host yet.", log)
+    if isinstance(exc, rt.ContainerNotFound):
+        return ApplicationError("This instance no longer exists.", log)
+    if isinstance(exc, rt.InvalidTransition):
+        return ApplicationError(f"The instance is {exc.current}: it cannot {exc.wanted}.", log)
+    return ApplicationError("The container engine could not do that.", log, temporary=exc.temporary)
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except rt.ContainerRuntimeError as exc:
+        raise translate(exc, what) from exc
+
+
+def _state(info: ContainerInfo) -> ContainerState:
+    return ContainerState(info.id, info.status, dict(info.labels), info.exit_code)
+
+
+class _RuntimeTerminal:
+    def __init__(self, stream: AttachStream, container_id: str) -> None:
+        self._stream = stream
+        self._id = container_id
+        self.exit_code: int | None = None
+
+    async def read(self) -> bytes | None:
+        with _translated(f"read from {self._id}"):
+            chunk = await self._stream.read()
+        if chunk is None:
+            self.exit_code = self._stream.exit_code
+            return None
+        return chunk[1]
+
+    async def write(self, data: bytes) -> None:
+        with _translated(f"write to {self._id}"), contextlib.suppress(ConnectionError):
+            await self._stream.write(data)
+
+    async def resize(self, rows: int, cols: int) -> None:
+        with _translated(f"resize {self._id}"), contextlib.suppress(ConnectionError):
+            await self._stream.resize(rows, cols)
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
+class RuntimeEngine:
+    """The real engine, through ``runtime.client.EngineClient``."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.client = EngineClient(socket_path)
+
+    async def launch(self, spec: InstanceSpec) -> ContainerState:
+        options = ContainerSpec(
+            image=spec.image,
+            cmd=spec.shell,
+            env=("TERM=xterm-256color", "PS1=\\u@\\h:\\w\\$ "),
+            hostname=spec.hostname,
+            tty=True,
+            stdin=True,
+            memory=spec.memory,
+            cpus=spec.cpus,
+            pids_limit=spec.pids,
+            network="none",
+            name=spec.name,
+            labels=tuple(sorted(spec.labels.items())),
+        )
+        with _translated(f"launch {spec.name} from {spec.image}"):
+            info = await self.client.create(options)
+            try:
+                return _state(await self.client.start(info.id))
+            except rt.ContainerRuntimeError:
+                with contextlib.suppress(rt.ContainerRuntimeError):
+                    await self.client.remove(info.id, force=True)
+                raise
+
+    async def restart(self, container_id: str) -> ContainerState:
+        with _translated(f"restart {container_id}"):
+            info = await self.client.inspect(container_id)
+            if info.status == "running":
+                await self.client.kill(container_id, "KILL")
+                await asyncio.wait_for(self.client.wait(container_id), 10)
+            return _state(await self.client.start(container_id))
+
+    async def remove(self, container_id: str) -> None:
+        """Idempotent: a container that is already gone is removed."""
+        with _translated(f"remove {container_id}"):
+            try:
+                await self.client.remove(container_id, force=True)
+            except rt.ContainerNotFound:
+                logger.info("container %s was already gone", container_id)
+
+    async def state(self, container_id: str) -> ContainerState:
+        with _translated(f"inspect {container_id}"):
+            try:
+                return _state(await self.client.inspect(container_id))
+            except rt.ContainerNotFound:
+                return ContainerState(container_id, "missing")
+
+    async def usage(self, container_id: str) -> Usage | None:
+        with _translated(f"stats of {container_id}"):
+            try:
+                stats = await self.client.stats(container_id)
+            except (rt.ContainerNotFound, rt.InvalidTransition, rt.CgroupError):
+                return None
+        return Usage(stats.cpu_usage_ns, stats.memory_usage, stats.memory_limit)
+
+    async def containers(self) -> list[ContainerState]:
+        """Every container of the engine that the site made (labelled ``playground.site``)."""
+        with _translated("list containers"):
+            infos = await self.client.list(all=True)
+        return [_state(i) for i in infos if LABEL_SITE in i.labels]
+
+    async def attach(self, container_id: str) -> Terminal:
+        with _translated(f"attach to {container_id}"):
+            stream = await self.client.attach(container_id, replay=True, stdin=True)
+        return _RuntimeTerminal(stream, container_id)
+
+
+# -- the fake -------------------------------------------------------------------------------
+
+
+class FakeTerminal:
+    """Echoes what is written, like a terminal in cooked mode, after a scrollback replay."""
+
+    def __init__(self, container: FakeContainer) -> None:
+        self.container = container
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.exit_code: int | None = None
+        self.queue.put_nowait(bytes(container.scrollback) or b"# ")
+        container.terminals.append(self)
+
+    async def read(self) -> bytes | None:
+        data = await self.queue.get()
+        if data is None:
+            self.exit_code = self.container.exit_code
+        return data
+
+    async def write(self, data: bytes) -> None:
+        self.container.output(data)
+
+    async def resize(self, rows: int, cols: int) -> None:
+        self.container.size = (rows, cols)
+
+    async def close(self) -> None:
+        if self in self.container.terminals:
+            self.container.terminals.remove(self)
+
+
+@dataclass
+class FakeContainer:
+    id: str
+    spec: InstanceSpec
+    status: str = "running"
+    exit_code: int = 0
+    size: tuple[int, int] = (24, 80)
+    scrollback: bytearray = field(default_factory=bytearray)
+    terminals: list[FakeTerminal] = field(default_factory=list)
+
+    def output(self, data: bytes) -> None:
+        self.scrollback += data
+        for terminal in self.terminals:
+            terminal.queue.put_nowait(data)
+
+    def exit(self, code: int) -> None:
+        self.status = "exited"
+        self.exit_code = code
+        for terminal in self.terminals:
+            terminal.queue.put_nowait(None)
+
+
+class FakeEngine:
+    """An in-memory engine. ``fail`` makes every call raise that runtime error; ``delay``
+    makes every call that long."""
+
+    def __init__(self, images: tuple[str, ...] = ("busybox:latest", "debian:bookworm")) -> None:
+        self.images = set(images)
+        self.by_id: dict[str, FakeContainer] = {}
+        self.fail: rt.ContainerRuntimeError | None = None
+        self.delay = 0.0
+        self.calls: list[tuple[str, str]] = []
+        self._next = 0
+
+    async def _enter(self, op: str, arg: str) -> None:
+        self.calls.append((op, arg))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise translate(self.fail, f"{op} {arg}")
+
+    def _get(self, container_id: str) -> FakeContainer:
+        try:
+            return self.by_id[container_id]
+        except KeyError:
+            raise translate(rt.ContainerNotFound(container_id), "fake") from None
+
+    async def launch(self, spec: InstanceSpec) -> ContainerState:
+        await self._enter("launch", spec.name)
+        if spec.image not in self.images:
+            raise translate(rt.ImageNotFound(spec.image), f"launch {spec.name}")
+        self._next += 1
+        container = FakeContainer(f"{self._next:064x}", spec)
+        self.by_id[container.id] = container
+        return ContainerState(container.id, "running", dict(spec.labels))
+
+    async def restart(self, container_id: str) -> ContainerState:
+        await self._enter("restart", container_id)
+        container = self._get(container_id)
+        container.exit(137)
+        container.status = "running"
+        return ContainerState(container.id, "running", dict(container.spec.labels))
+
+    async def remove(self, container_id: str) -> None:
+        await self._enter("remove", container_id)
+        container = self.by_id.pop(container_id, None)
+        if container is not None:
+            container.exit(137)
+
+    async def state(self, container_id: str) -> ContainerState:
+        await self._enter("state", container_id)
+        container = self.by_id.get(container_id)
+        if container is None:
+            return ContainerState(container_id, "missing")
+        labels = dict(container.spec.labels)
+        return ContainerState(container.id, container.status, labels, container.exit_code)
+
+    async def usage(self, container_id: str) -> Usage | None:
+        await self._enter("usage", container_id)
+        return Usage(1_000_000, 4 << 20, 512 << 20) if container_id in self.by_id else None
+
+    async def containers(self) -> list[ContainerState]:
+        await self._enter("containers", "")
+        return [await self.state(c) for c in list(self.by_id)]
+
+    async def attach(self, container_id: str) -> Terminal:
+        await self._enter("attach", container_id)
+        container = self._get(container_id)
+        if container.status != "running":
+            raise translate(rt.InvalidTransition(container_id, container.status, "attach"), "")
+        return FakeTerminal(container)
+
+
+# -- access ---------------------------------------------------------------------------------
+
+_engine: Engine | None = None
+
+
+def engine() -> Engine:
+    """The configured engine (the daemon at ``settings.ENGINE_SOCKET``)."""
+    global _engine
+    if _engine is None:
+        _engine = RuntimeEngine(settings.ENGINE_SOCKET)
+    return _engine
+
+
+def use(replacement: Engine | None) -> None:
+    """Swap the engine (tests); None goes back to the daemon."""
+    global _engine
+    _engine = replacement
+
+
+def blocking(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    """An engine call from synchronous code (services, Celery tasks)."""
+    return async_to_sync(fn)

@@ -1,0 +1,208 @@
+"""The terminal WebSocket: ``/ws/labs/<lab>/instances/<instance>/terminal/``.
+
+Frames, browser to server: binary = keystrokes and pastes (bytes for the PTY); text = one
+small JSON control message, ``{"type": "resize", "rows": R, "cols": C}`` or
+``{"type": "ack", "bytes": N}`` (N bytes of output were written to the screen). Server to
+browser: binary = PTY output (the scrollback first, on every connection); text =
+``{"type": "exit", "code": N}`` or ``{"type": "ended", "reason": "..."}`` before a close.
+
+Flow control: at most ``WINDOW`` bytes of output are sent and not yet acknowledged; then the
+consumer stops reading from the engine, whose bounded queues stop reading the PTY, so a
+flood (``cat /dev/urandom``) blocks in the container instead of filling memory here or in
+daphne's write buffers.
+
+Sizes: the last client to resize or type sets the PTY's size ("last active client wins").
+
+Close codes: the handshake is refused (HTTP 403) when the lab is not the requester's, or the
+instance is not running; after accepting: 4001 the shell exited, 4410 the lab ended,
+4411 the instance was removed, 1009 a frame was too big, 1011 the engine failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from playground import engine, live
+from playground.errors import ApplicationError, PermissionDenied
+from playground.labs import selectors, services
+from playground.labs.policy import Owner
+
+logger = logging.getLogger(__name__)
+
+MAX_INPUT = 1 << 20
+MAX_CONTROL = 1024
+WINDOW = 1 << 20
+MAX_ROWS = 500
+MAX_COLS = 1000
+HEARTBEAT = 30.0
+
+CLOSE_EXITED = 4001
+CLOSE_ENDED = 4410
+CLOSE_REMOVED = 4411
+CLOSE_FORBIDDEN = 4403
+CLOSE_UNAVAILABLE = 4404
+CLOSE_TOO_BIG = 1009
+CLOSE_ENGINE = 1011
+
+# The size each instance's PTY was last given by this process.
+_applied_sizes: dict[int, tuple[int, int]] = {}
+
+
+def parse_control(text: str) -> tuple[str, int, int] | None:
+    """``("resize", rows, cols)`` or ``("ack", n, 0)``; None for anything else."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    kind = message.get("type")
+    if kind == "resize":
+        rows, cols = message.get("rows"), message.get("cols")
+        if type(rows) is int and type(cols) is int:
+            if 1 <= rows <= MAX_ROWS and 1 <= cols <= MAX_COLS:
+                return "resize", rows, cols
+        return None
+    if kind == "ack":
+        count = message.get("bytes")
+        if type(count) is int and 0 <= count <= 1 << 31:
+            return "ack", count, 0
+    return None
+
+
+class TerminalConsumer(AsyncWebsocketConsumer):
+    terminal: engine.Terminal | None = None
+    pump: asyncio.Task[None] | None = None
+    heartbeat: asyncio.Task[None] | None = None
+    instance_id: int = 0
+    groups_joined: tuple[str, ...] = ()
+
+    def _owner(self) -> Owner:
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            return Owner(user_id=user.pk, session_key=None)
+        session = self.scope.get("session")
+        return Owner(user_id=None, session_key=getattr(session, "session_key", None))
+
+    async def connect(self) -> None:
+        route: dict[str, Any] = self.scope["url_route"]["kwargs"]
+        lab_id: uuid.UUID = route["lab_id"]
+        try:
+            instance = await database_sync_to_async(selectors.instance_for_terminal)(
+                lab_id=lab_id, instance_id=route["instance_id"], owner=self._owner()
+            )
+            self.terminal = await engine.engine().attach(instance.container_id)
+        except PermissionDenied as exc:
+            logger.info("terminal refused: %s", exc.log_message)
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        except ApplicationError as exc:
+            logger.info("terminal unavailable: %s", exc.log_message)
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
+        self.instance_id = instance.id
+        # A new client is the active one: its first resize applies even if the size is
+        # the one this process set last (the shell may have been restarted meanwhile).
+        _applied_sizes.pop(instance.id, None)
+        self.unacked = 0
+        self.window = asyncio.Event()
+        self.window.set()
+        self.size: tuple[int, int] | None = None
+        self.groups_joined = (services.lab_group(lab_id), services.instance_group(instance.id))
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        self.pump = asyncio.ensure_future(self._pump())
+        self.heartbeat = asyncio.ensure_future(self._heartbeat())
+
+    async def _pump(self) -> None:
+        assert self.terminal is not None
+        try:
+            while True:
+                await self.window.wait()
+                data = await self.terminal.read()
+                if data is None:
+                    break
+                self.unacked += len(data)
+                if self.unacked >= WINDOW:
+                    self.window.clear()
+                await self.send(bytes_data=data)
+        except ApplicationError as exc:
+            logger.warning("terminal of instance %s: %s", self.instance_id, exc.log_message)
+            await self.close(code=CLOSE_ENGINE)
+            return
+        code = self.terminal.exit_code
+        await self.send(text_data=json.dumps({"type": "exit", "code": code}))
+        await self.close(code=CLOSE_EXITED)
+
+    async def _heartbeat(self) -> None:
+        """Presence (who is attached) in Redis, refreshed while the socket is open."""
+        join = sync_to_async(live.state().presence_join, thread_sensitive=False)
+        while True:
+            with contextlib.suppress(Exception):
+                await join(self.instance_id, self.channel_name)
+            await asyncio.sleep(HEARTBEAT)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.terminal is None:
+            return
+        if bytes_data is not None:
+            if len(bytes_data) > MAX_INPUT:
+                await self.close(code=CLOSE_TOO_BIG)
+                return
+            await self._take_size()
+            await self.terminal.write(bytes_data)
+            return
+        if text_data is None or len(text_data) > MAX_CONTROL:
+            return
+        control = parse_control(text_data)
+        if control is None:
+            return
+        kind, first, second = control
+        if kind == "resize":
+            self.size = (first, second)
+            await self._take_size()
+        else:
+            self.unacked = max(0, self.unacked - first)
+            if self.unacked < WINDOW:
+                self.window.set()
+
+    async def _take_size(self) -> None:
+        """This client is the active one: the PTY takes its size, if it has another."""
+        if self.size is None or self.terminal is None:
+            return
+        if _applied_sizes.get(self.instance_id) != self.size:
+            _applied_sizes[self.instance_id] = self.size
+            await self.terminal.resize(*self.size)
+
+    async def lab_ended(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps({"type": "ended", "reason": event.get("reason")}))
+        await self.close(code=CLOSE_ENDED)
+
+    async def instance_removed(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps({"type": "removed"}))
+        await self.close(code=CLOSE_REMOVED)
+
+    async def disconnect(self, code: int) -> None:
+        for task in (self.pump, self.heartbeat):
+            if task is not None:
+                task.cancel()
+        for group in self.groups_joined:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(group, self.channel_name)
+        if self.terminal is not None:
+            with contextlib.suppress(Exception):
+                await self.terminal.close()
+        if self.instance_id:
+            leave = sync_to_async(live.state().presence_leave, thread_sensitive=False)
+            with contextlib.suppress(Exception):
+                await leave(self.instance_id, self.channel_name)

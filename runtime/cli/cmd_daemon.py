@@ -1,0 +1,27 @@
+"""Run the engine daemon in the foreground (other commands start it on demand)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from runtime.cli.context import Context
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="log debug messages")
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    import asyncio
+
+    from runtime.supervisor.daemon import Daemon
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.makedirs(ctx.root, mode=0o700, exist_ok=True)
+    asyncio.run(Daemon(ctx.config).serve())
+    return 0
