@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from django.conf import settings
@@ -52,7 +52,8 @@ def _percent(prev: str | None, usage_ns: int, now: float) -> float | None:
 
 class RedisLiveState:
     def __init__(self, client: redis.Redis) -> None:
-        self.r = client
+        # redis-py annotates its sync and async clients with one union mypy cannot narrow.
+        self.r: Any = client
 
     def lab_expiry_set(self, lab_id: str, expires_at: float) -> None:
         ttl = max(60, int(expires_at - time.time()) + 3600)

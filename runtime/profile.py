@@ -1,6 +1,8 @@
 """The engine's default security profile, in one place: capabilities, seccomp, masked and
 read-only paths, mounts, limits. Every container the engine creates starts from here; a
 stricter or looser profile is a different ``Profile`` value, never an edit elsewhere.
+
+What each default protects against, and the attack that proves it, is in ``docs/security.md``.
 """
 
 from __future__ import annotations
@@ -13,23 +15,46 @@ from runtime.oci.spec.default import MASKED_PATHS, READONLY_PATHS
 
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+# Beyond runc's and Docker's lists: root-only (0400) files that map the kernel heap and free
+# memory for an exploit (slab caches, vmalloc areas, free pages by migrate type).
+EXTRA_MASKED_PATHS = ("/proc/slabinfo", "/proc/vmallocinfo", "/proc/pagetypeinfo")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Defaults for containers; sizes in bytes, ``None`` = unlimited."""
+    """Defaults for containers; sizes in bytes, ``None`` = unlimited (or: not mounted)."""
 
     capabilities: tuple[str, ...] = tuple(DEFAULT_CAPABILITIES)
     no_new_privileges: bool = True
     seccomp: bool = True
-    masked_paths: tuple[str, ...] = tuple(MASKED_PATHS)
+    masked_paths: tuple[str, ...] = (*MASKED_PATHS, *EXTRA_MASKED_PATHS)
     readonly_paths: tuple[str, ...] = tuple(READONLY_PATHS)
     pids_limit: int = 1024
-    memory: int | None = None
+    # memory.limit_in_bytes and memory.memsw.limit_in_bytes alike: no swap on top.
+    memory: int | None = 512 * MIB
+    cpus: float | None = 1.0
     nofile: int = 1024
+    # No core files: with a piped core_pattern the host's helper would write them, on the host.
+    core: int = 0
+    # Under host-wide memory pressure the kernel kills a container's processes before the
+    # host's services; a container can raise its own value but never lower it.
+    oom_score_adj: int = 500
     shm_size: int = 64 * MIB
+    shm_inodes: int = 16384
+    # /tmp is the writable layer's (limited below) unless given its own tmpfs here.
     tmp_size: int | None = None
+    tmp_inodes: int = 16384
     dev_size: int = 64 * 1024
+    dev_inodes: int = 1024
+    # devpts "max": ptys of one container. Every devpts but the host's shares
+    # kernel.pty.max - kernel.pty.reserve (3072 by default) ptys.
+    ptys: int = 64
+    # The writable layer (overlayfs upper dir, and /etc/hosts & co) on its own ext4 of this
+    # size and inode count; None keeps it on the engine root's file system, unlimited.
+    rootfs_size: int | None = 2 * GIB
+    rootfs_inodes: int = 131072
     # ping without CAP_NET_RAW, as Docker allows (the network namespace is the container's).
     sysctls: dict[str, str] = field(
         default_factory=lambda: {"net.ipv4.ping_group_range": "0 2147483647"}
@@ -42,32 +67,41 @@ class Profile:
 
         return default_profile()
 
+    def rlimits(self) -> list[dict[str, Any]]:
+        return [
+            {"type": "RLIMIT_NOFILE", "soft": self.nofile, "hard": self.nofile},
+            {"type": "RLIMIT_CORE", "soft": self.core, "hard": self.core},
+        ]
+
 
 DEFAULT_PROFILE = Profile()
 
 
+def _tmpfs_options(size: int, inodes: int) -> list[str]:
+    return [f"size={size}", f"nr_inodes={inodes}"]
+
+
 def base_mounts(profile: Profile) -> list[dict[str, Any]]:
-    """The pseudo-filesystems of every container: all writable ones nosuid,nodev."""
+    """The pseudo-filesystems of every container: all writable ones nosuid,nodev (but /dev
+    and /dev/pts, which hold the device nodes; nothing can create one there without
+    CAP_MKNOD, and the devices cgroup allows only the standard ones)."""
     no_exec = ["nosuid", "noexec", "nodev"]
 
     def mount(destination: str, fstype: str, source: str, options: list[str]) -> dict[str, Any]:
         return {"destination": destination, "type": fstype, "source": source, "options": options}
 
+    dev = ["nosuid", "noexec", "strictatime", "mode=755"]
+    pts = ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
     mounts = [
         mount("/proc", "proc", "proc", list(no_exec)),
+        mount("/dev", "tmpfs", "tmpfs", dev + _tmpfs_options(profile.dev_size, profile.dev_inodes)),
+        mount("/dev/pts", "devpts", "devpts", [*pts, f"max={profile.ptys}"]),
         mount(
-            "/dev",
+            "/dev/shm",
             "tmpfs",
-            "tmpfs",
-            ["nosuid", "noexec", "strictatime", "mode=755", f"size={profile.dev_size}"],
+            "shm",
+            [*no_exec, "mode=1777", *_tmpfs_options(profile.shm_size, profile.shm_inodes)],
         ),
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
-        ),
-        mount("/dev/shm", "tmpfs", "shm", [*no_exec, "mode=1777", f"size={profile.shm_size}"]),
         mount("/dev/mqueue", "mqueue", "mqueue", list(no_exec)),
         mount("/sys", "sysfs", "sysfs", [*no_exec, "ro"]),
         mount("/sys/fs/cgroup", "cgroup", "cgroup", [*no_exec, "relatime", "ro"]),
@@ -78,7 +112,7 @@ def base_mounts(profile: Profile) -> list[dict[str, Any]]:
                 "/tmp",
                 "tmpfs",
                 "tmpfs",
-                ["nosuid", "nodev", "mode=1777", f"size={profile.tmp_size}"],
+                ["nosuid", "nodev", "mode=1777", *_tmpfs_options(profile.tmp_size, profile.tmp_inodes)],
             )
         )
     return mounts

@@ -46,3 +46,26 @@ def fresh_rootfs(tmp_path: Path, busybox_rootfs: Path) -> Iterator[Path]:
     dest = tmp_path / "bundle" / "rootfs"
     shutil.copytree(busybox_rootfs, dest, symlinks=True)
     yield dest
+
+
+# The site's fixtures (fake and real engine, Redis, Celery workers), shared by tests/unit,
+# tests/site and tests/browser.
+from tests.site_fixtures import (  # noqa: E402
+    catalog,
+    engine_process,
+    fake_engine,
+    memory_live,
+    real_engine,
+    redis_live,
+    redis_url,
+)
+
+__all__ = [
+    "catalog",
+    "engine_process",
+    "fake_engine",
+    "memory_live",
+    "real_engine",
+    "redis_live",
+    "redis_url",
+]

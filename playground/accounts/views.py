@@ -4,6 +4,7 @@ signs in (``labs.services.labs_claim``)."""
 from __future__ import annotations
 
 from django.contrib.auth import login
+from django.contrib.auth.models import User
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
@@ -27,7 +28,7 @@ class SignInView(LoginView):
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("home")
-    form = UserCreationForm(request.POST or None)
+    form: UserCreationForm[User] = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         anonymous_session = request.session.session_key or ""
         user = form.save()

@@ -140,9 +140,19 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             logger.warning("terminal of instance %s: %s", self.instance_id, exc.log_message)
             await self.close(code=CLOSE_ENGINE)
             return
-        code = self.terminal.exit_code
-        await self.send(text_data=json.dumps({"type": "exit", "code": code}))
-        await self.close(code=CLOSE_EXITED)
+        # The stream also ends when the lab ends or the instance is removed, possibly before
+        # the channel layer's notice arrives: ask the database which it was.
+        why, reason = await database_sync_to_async(selectors.instance_why_gone)(
+            instance_id=self.instance_id
+        )
+        if why == "ended":
+            await self.lab_ended({"reason": reason})
+        elif why == "removed":
+            await self.instance_removed({})
+        else:
+            code = self.terminal.exit_code
+            await self.send(text_data=json.dumps({"type": "exit", "code": code}))
+            await self.close(code=CLOSE_EXITED)
 
     async def _heartbeat(self) -> None:
         """Presence (who is attached) in Redis, refreshed while the socket is open."""

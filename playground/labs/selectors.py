@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from playground import engine, live
 from playground.errors import ApplicationError, NotFound, PermissionDenied
-from playground.labs.models import ACTIVE_STATUSES, Instance, Lab
+from playground.labs.models import ACTIVE_STATUSES, Instance, InstanceStatus, Lab
 from playground.labs.policy import Owner
 
 
@@ -40,6 +40,19 @@ def instance_for_terminal(*, lab_id: uuid.UUID | str, instance_id: int, owner: O
     if not lab.is_active or not instance.is_active or not instance.container_id:
         raise ApplicationError("This instance is not running.", f"{instance} is not attachable")
     return instance
+
+
+def instance_why_gone(*, instance_id: int) -> tuple[str, str]:
+    """Why a terminal's stream ended: ``("ended", reason)`` when the lab ended,
+    ``("removed", "")`` when the instance was removed, else ``("exited", "")``."""
+    instance = Instance.objects.select_related("lab").filter(id=instance_id).first()
+    if instance is None or instance.status == InstanceStatus.REMOVED:
+        if instance is not None and not instance.lab.is_active:
+            return "ended", instance.lab.get_ended_reason_display()
+        return "removed", ""
+    if not instance.lab.is_active:
+        return "ended", instance.lab.get_ended_reason_display()
+    return "exited", ""
 
 
 def labs_active(*, owner: Owner) -> QuerySet[Lab]:

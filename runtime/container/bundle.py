@@ -127,8 +127,9 @@ def build_config(
         "capabilities": {
             key: list(profile.capabilities) for key in ("bounding", "effective", "permitted")
         },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": profile.nofile, "hard": profile.nofile}],
+        "rlimits": profile.rlimits(),
         "noNewPrivileges": profile.no_new_privileges,
+        "oomScoreAdj": profile.oom_score_adj,
     }
     process["capabilities"].update(inheritable=[], ambient=[])
     if options.tty:
@@ -165,8 +166,9 @@ def _linux(container_id: str, options: RunOptions, profile: Profile) -> dict[str
     memory = options.memory or profile.memory
     if memory:
         resources["memory"] = {"limit": memory, "swap": memory}
-    if options.cpus:
-        resources["cpu"] = {"quota": int(options.cpus * CPU_PERIOD), "period": CPU_PERIOD}
+    cpus = options.cpus or profile.cpus
+    if cpus:
+        resources["cpu"] = {"quota": int(cpus * CPU_PERIOD), "period": CPU_PERIOD}
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "network")]
     linux: dict[str, Any] = {
         "namespaces": namespaces,

@@ -1,50 +1,129 @@
 """A container's root filesystem: an overlayfs of its image's layers with its own upper
-directory, mounted (privately) under the container's folder."""
+directory, mounted (privately) under the container's folder.
+
+The upper and work directories live on a file system of their own when the profile limits
+the writable layer: a sparse ext4 image of that size and inode count on a loop device
+(``writable.img`` mounted on ``writable/``). A container that fills its root then gets ENOSPC
+from that file system, never from the host's disk. Sparse and mounted with ``discard``, the
+image costs the host only what the container keeps written; its page cache is charged to the
+container's memory cgroup like any file's. A tmpfs would have been simpler but costs RAM for
+every byte written, for as long as the container exists, running or not.
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import subprocess
 
 from runtime import linux
 from runtime.errors import ContainerRuntimeError
 
 logger = logging.getLogger(__name__)
 
+WRITABLE = "writable"
+WRITABLE_IMAGE = "writable.img"
+_MKFS_TIMEOUT = 60
 
-def mount_overlay(layers: list[str], container_dir: str) -> str:
-    """Mount ``layers`` (lowest first) with an upper dir in ``container_dir``; returns the
-    merged directory. Idempotent: an existing mount is kept."""
+
+def mount_overlay(
+    layers: list[str],
+    container_dir: str,
+    size: int | None = None,
+    inodes: int | None = None,
+) -> str:
+    """Mount ``layers`` (lowest first) with an upper dir in ``container_dir`` (on an ext4 of
+    ``size`` bytes and ``inodes`` inodes, when given); returns the merged directory.
+    Idempotent: an existing mount is kept."""
     merged = os.path.join(container_dir, "rootfs")
-    upper = os.path.join(container_dir, "upper")
-    work = os.path.join(container_dir, "work")
-    for path in (merged, upper, work):
-        os.makedirs(path, mode=0o755, exist_ok=True)
+    os.makedirs(merged, mode=0o755, exist_ok=True)
     if os.path.ismount(merged):
         return merged
     if not layers:
         raise ContainerRuntimeError(
             f"container {os.path.basename(container_dir)}: image has no layers"
         )
+    base = _writable_base(container_dir, size, inodes) if size else container_dir
+    upper = os.path.join(base, "upper")
+    work = os.path.join(base, "work")
+    for path in (upper, work):
+        os.makedirs(path, mode=0o755, exist_ok=True)
     lower = ":".join(reversed(layers))
     data = f"lowerdir={lower},upperdir={upper},workdir={work},index=off,xino=off"
     try:
-        linux.mount("overlay", merged, "overlay", linux.MS_NODEV, data)
+        linux.mount("overlay", merged, "overlay", linux.MS_NODEV | linux.MS_NOSUID, data)
         linux.mount(None, merged, None, linux.MS_PRIVATE)
     except OSError as exc:
         raise ContainerRuntimeError(f"overlay mount at {merged}: {exc.strerror}") from exc
     return merged
 
 
+def writable_dir(container_dir: str) -> str:
+    """Where other files the container may write belong (/etc/hosts & co): on the limited
+    file system when there is one."""
+    path = os.path.join(container_dir, WRITABLE)
+    return path if os.path.ismount(path) else container_dir
+
+
+def _writable_base(container_dir: str, size: int, inodes: int | None) -> str:
+    target = os.path.join(container_dir, WRITABLE)
+    os.makedirs(target, mode=0o700, exist_ok=True)
+    if os.path.ismount(target):
+        return target
+    # Imported here: only containers with a limited writable layer need loop devices.
+    from runtime.volumes import disk, loop
+
+    image = os.path.join(container_dir, WRITABLE_IMAGE)
+    try:
+        if os.path.exists(image):
+            disk.check_image(image)  # kept from before a host crash: no journal, so check
+        else:
+            _make_image(image, size, inodes)
+        with loop.attached(image) as device:
+            linux.mount(device, target, "ext4", linux.MS_NOSUID | linux.MS_NODEV, "discard")
+        linux.mount(None, target, None, linux.MS_PRIVATE)
+    except OSError as exc:
+        raise ContainerRuntimeError(f"writable layer {image}: {exc.strerror or exc}") from exc
+    return target
+
+
+def _make_image(image: str, size: int, inodes: int | None) -> None:
+    """A sparse ext4 without a journal (scratch space; the journal costs space and writes)."""
+    fd = os.open(image, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    args = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-O", "^has_journal"]
+    if inodes:
+        args += ["-N", str(inodes)]
+    args += ["-E", "root_owner=0:0,lazy_itable_init=1,nodiscard", image]
+    try:
+        result = subprocess.run(
+            args, capture_output=True, text=True, timeout=_MKFS_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        os.unlink(image)
+        raise OSError(errno.EIO, f"mkfs.ext4: {exc}", image) from exc
+    if result.returncode != 0:
+        os.unlink(image)
+        raise OSError(errno.EIO, f"mkfs.ext4 failed: {result.stderr.strip()}", image)
+
+
 def unmount_overlay(container_dir: str) -> None:
     merged = os.path.join(container_dir, "rootfs")
+    for target in (merged, os.path.join(container_dir, WRITABLE)):
+        _unmount(target)
+
+
+def _unmount(target: str) -> None:
     for _ in range(3):
         try:
-            linux.umount(merged, linux.MNT_DETACH)
+            linux.umount(target, linux.MNT_DETACH)
         except OSError as exc:
             if exc.errno in (errno.EINVAL, errno.ENOENT):
                 return
-            logger.warning("unmounting %s: %s", merged, exc.strerror)
-        if not os.path.ismount(merged):
+            logger.warning("unmounting %s: %s", target, exc.strerror)
+        if not os.path.ismount(target):
             return

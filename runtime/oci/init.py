@@ -20,6 +20,7 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from runtime import linux
@@ -69,6 +70,9 @@ class InitRequest:
     has_hooks: bool = False
     direct: bool = False
     stdio_fds: tuple[int, int, int] | None = None
+    in_cgroup: bool = False
+    ns_fds: list[tuple[str, int]] = field(default_factory=list)
+    await_cgroup: Callable[[], None] | None = None
     signals_reset: bool = False
     state_json: str = "{}"
 
@@ -114,8 +118,10 @@ def can_fork_directly(req: InitRequest) -> bool:
 
 
 def direct_main(req: InitRequest) -> NoReturn:
-    """The init on the direct path: already in its PID namespace; create the others while
-    the runtime moves us into the cgroup, then (after "go") the cgroup namespace."""
+    """The init on the direct path: already in its PID namespace. It creates the other
+    namespaces and builds the rootfs while the runtime moves it into its cgroup (a cgroup v1
+    migration waits for an RCU grace period, milliseconds here); it waits for that ("go")
+    only before it needs the cgroup: its cgroup namespace, a cgroup mount, a hook, exec."""
     try:
         linux.set_dumpable(False)
         _use_stdio(req)
@@ -127,16 +133,35 @@ def direct_main(req: InitRequest) -> NoReturn:
                 flags |= NAMESPACE_FLAGS[kind]
         if flags:
             linux.unshare(flags)
-        req.sync.expect("go", req.container_id)
-        if "cgroup" in req.new_namespaces:
-            linux.unshare(linux.CLONE_NEWCGROUP)
-        for kind, path in req.join_namespaces:
-            if kind != "pid":
-                setns_path(path, kind)
+        # Open every namespace first: once in the container's mount namespace, the
+        # runtime's /proc paths name nothing.
+        req.ns_fds = [(k, _open_ns(p, k)) for k, p in req.join_namespaces if k != "pid"]
+        for kind, fd in req.ns_fds:
+            if kind != "cgroup":
+                _setns_fd(fd, kind)
+        req.await_cgroup = lambda: _enter_cgroup(req)
+        if req.exec_mode or any(k == "cgroup" for k, _ in req.ns_fds):
+            _enter_cgroup(req)
     except BaseException as exc:
         _report(req.sync, exc)
         os._exit(1)
     init_main(req)
+
+
+def _enter_cgroup(req: InitRequest) -> None:
+    """Wait until the runtime has moved us into the cgroup, then take its namespace."""
+    if req.in_cgroup:
+        return
+    req.sync.expect("go", req.container_id)
+    req.in_cgroup = True
+    if "cgroup" in req.new_namespaces:
+        linux.unshare(linux.CLONE_NEWCGROUP)
+    for kind, fd in req.ns_fds:
+        if kind == "cgroup":
+            _setns_fd(fd, kind)
+    for _, fd in req.ns_fds:
+        os.close(fd)
+    req.ns_fds = []
 
 
 def _enter_namespaces(req: InitRequest) -> None:
@@ -158,6 +183,20 @@ def _enter_namespaces(req: InitRequest) -> None:
             flags |= NAMESPACE_FLAGS[kind]
     if flags:
         linux.unshare(flags)
+
+
+def _open_ns(path: str, kind: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InitError(f"{kind} namespace {path}: {exc.strerror}") from exc
+
+
+def _setns_fd(fd: int, kind: str) -> None:
+    try:
+        linux.setns(fd, NAMESPACE_FLAGS[kind])
+    except OSError as exc:
+        raise InitError(f"joining {kind} namespace: {exc.strerror}") from exc
 
 
 def setns_path(path: str, kind: str) -> None:
@@ -236,9 +275,12 @@ def _setup_container(req: InitRequest) -> None:
         userns="user" in req.new_namespaces or any(k == "user" for k, _ in req.join_namespaces),
         cgroupns="cgroup" in req.new_namespaces,
         cgroup_mounts=req.cgroup_mounts,
+        before_cgroup=req.await_cgroup,
     )
     os.umask(0o022)
     builder.prepare()
+    if req.await_cgroup is not None:
+        req.await_cgroup()
     if req.has_hooks:
         req.sync.send("hooks")
         message = req.sync.expect("hooks-done", req.container_id)

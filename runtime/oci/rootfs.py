@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +105,9 @@ class RootfsBuilder:
         userns: bool,
         cgroupns: bool,
         cgroup_mounts: CgroupMountInfo | None,
+        before_cgroup: Callable[[], None] | None = None,
     ) -> None:
+        self.before_cgroup = before_cgroup
         self.config = config
         self.rootfs = rootfs
         self.userns = userns
@@ -230,6 +232,8 @@ class RootfsBuilder:
         )
 
     def mount_cgroup(self, spec: MountSpec) -> None:
+        if self.before_cgroup is not None:
+            self.before_cgroup()
         info = self.cgroup_mounts
         if info is None:
             raise RootfsError(f"mount {spec.destination}: no cgroup hierarchies found")

@@ -417,8 +417,9 @@ def install(program: bytes, flags: Sequence[str] | None = None) -> None:
 # --- the default profile ------------------------------------------------------------------
 
 # Docker's unconditional allowlist, less: 32-bit-only calls (their ABIs hit the bad-arch action),
-# adjtimex/clock_adjtime, name_to_handle_at and never-implemented epoll_*_old. Names that this
-# libseccomp does not know yet (statmount, mseal, *xattrat, ...) are skipped when compiling.
+# adjtimex/clock_adjtime, name_to_handle_at, never-implemented epoll_*_old, and socketpair
+# (allowed below for AF_UNIX only). Names that this libseccomp does not know yet (statmount,
+# mseal, *xattrat, ...) are skipped when compiling.
 # Text, not a list literal, which the formatter would spread over 300 lines.
 _ALLOWED_TEXT = """
 accept accept4 access alarm bind brk cachestat capget capset chdir chmod chown chroot
@@ -449,7 +450,7 @@ sched_setscheduler sched_yield seccomp select semctl semget semop semtimedop sen
 sendmsg sendto set_robust_list set_thread_area set_tid_address setdomainname setfsgid setfsuid
 setgid setgroups sethostname setitimer setpgid setpriority setregid setresgid setresuid
 setreuid setrlimit setsid setsockopt setuid setxattr setxattrat shmat shmctl shmdt shmget
-shutdown sigaltstack signalfd signalfd4 socketpair splice stat statfs statmount statx symlink
+shutdown sigaltstack signalfd signalfd4 splice stat statfs statmount statx symlink
 symlinkat sync sync_file_range syncfs sysinfo tee tgkill time timer_create timer_delete
 timer_getoverrun timer_gettime timer_settime timerfd_create timerfd_gettime timerfd_settime
 times tkill truncate umask uname unlink unlinkat uretprobe utime utimensat utimes vfork
@@ -467,10 +468,15 @@ _ARCHITECTURES: dict[str, list[str]] = {
 _PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET: clone() must carry none of them.
 _CLONE_NAMESPACE_FLAGS = 0x7E020000
-# socket(2): every family below AF_ALG (38), AF_NFC (39) and those above AF_VSOCK (40) that
-# exist today. Equality and "<" on the full 64-bit register, not Docker's "> 40": the kernel
-# truncates the family to an int, so 0x1_00000026 passes "> 40" and opens an AF_ALG socket.
-_SOCKET_FAMILIES_ABOVE_VSOCK = (41, 42, 43, 44, 45)  # KCM, QIPCRTR, SMC, XDP, MCTP
+# socket(2): only the families a shell, a language runtime or a server needs: AF_UNIX (1),
+# AF_INET (2), AF_INET6 (10) and AF_NETLINK (16, `ip`, `ss`, glibc's getaddrinfo). Docker allows
+# every family but AF_ALG and AF_VSOCK; the rarely used ones (TIPC, RDS, CAN, LLC, X.25, AX.25,
+# packet, XDP ...) are where most socket exploits of the last decade lived. Equality on the full
+# 64-bit register, not Docker's "> 40": the kernel truncates the family to an int, so
+# 0x1_00000026 passes "> 40" and opens an AF_ALG socket. socketpair(2) only for AF_UNIX: TIPC
+# has socketpairs too.
+_SOCKET_FAMILIES = (1, 2, 10, 16)
+_AF_UNIX = 1
 
 
 def _allow_if(name: str, index: int, op: str, value: int) -> dict[str, Any]:
@@ -491,8 +497,8 @@ def default_profile(machine: str | None = None) -> dict[str, Any]:
         _allow_if("clone", clone_flags_index, "SCMP_CMP_MASKED_EQ", _CLONE_NAMESPACE_FLAGS),
         # ENOSYS, not EPERM, so that glibc falls back to clone(), where flags can be checked.
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS},
-        _allow_if("socket", 0, "SCMP_CMP_LT", 38),
-        *(_allow_if("socket", 0, "SCMP_CMP_EQ", f) for f in (39, *_SOCKET_FAMILIES_ABOVE_VSOCK)),
+        *(_allow_if("socket", 0, "SCMP_CMP_EQ", f) for f in _SOCKET_FAMILIES),
+        _allow_if("socketpair", 0, "SCMP_CMP_EQ", _AF_UNIX),
     ]
     return {
         "defaultAction": "SCMP_ACT_ERRNO",

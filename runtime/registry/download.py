@@ -53,6 +53,8 @@ class _Pipe:
         self._space.set()
 
     async def write(self, data: bytes) -> None:
+        if not data:
+            return  # an empty read means the end to the reader
         await self._space.wait()
         with self._cond:
             self._chunks.append(data)
@@ -210,6 +212,8 @@ class _Transfer:
             raise BlobSizeMismatch(self.blob.digest, self.blob.size, actual)
 
     async def _feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
         if self.offset + len(chunk) > self.blob.size:
             raise BlobSizeMismatch(self.blob.digest, self.blob.size, self.offset + len(chunk))
         await self.pipe.write(chunk)

@@ -182,9 +182,12 @@ class Engine:
         self, record: ContainerRecord, image_config: dict[str, Any], layers: list[str]
     ) -> None:
         container_dir = self.containers.path(record.id)
-        rootfs = await asyncio.to_thread(overlay.mount_overlay, layers, container_dir)
+        profile = self.profile
+        rootfs = await asyncio.to_thread(
+            overlay.mount_overlay, layers, container_dir, profile.rootfs_size, profile.rootfs_inodes
+        )
         binds = self._binds(record)
-        etc = self._etc_files(record, container_dir)
+        etc = self._etc_files(record, overlay.writable_dir(container_dir))
         config = build_config(
             container_id=record.id,
             options=record.options,

@@ -279,6 +279,8 @@ def run_token_server(pki: Pki) -> Iterator[TokenServer]:
     token_server = TokenServer(pki)
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True
+
         def do_GET(self) -> None:  # noqa: N802
             query = parse_qs(urlsplit(self.path).query)
             token_server.requests.append(query)
@@ -308,7 +310,7 @@ def run_token_server(pki: Pki) -> Iterator[TokenServer]:
     server.daemon_threads = True
     token_server.port = server.server_address[1]
     token_server.server = server
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield token_server

@@ -367,3 +367,25 @@ def test_token_auth_push_pull_and_login(
     private = ImageStore(str(tmp_path / "private"))
     pulled, _ = run_pull(private, f"{registry.host}/private/img:v1", auth=auth)
     assert_layers_match(private, pulled, image[0])
+
+
+def test_push_command_prints_like_docker(
+    tmp_path: Path, plain: Registry, image: tuple[Built, Path]
+) -> None:
+    import argparse
+    import io
+
+    from runtime.registry import cli
+
+    root = tmp_path / "root"
+    store_image(ImageStore(str(root / "images")), image[0], "local/three:v1")
+    target = f"{plain.host}/ours/cli:v3"
+    parser = argparse.ArgumentParser()
+    cli.add_push_arguments(parser)
+    out = io.StringIO()
+    assert cli.push_command(parser.parse_args(["local/three:v1", target]), str(root), out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"The push refers to repository [{plain.host}/ours/cli]"
+    for layer in image[0].layers:
+        assert f"{layer.digest[7:19]}: Pushed" in lines
+    assert lines[-1] == f"v3: digest: {image[0].digest} size: {len(image[0].manifest)}"

@@ -1,0 +1,191 @@
+"""The terminal consumer through Channels' WebsocketCommunicator and the whole ASGI stack
+(origin check, sessions, auth), with the fake engine: ownership, hostile frames, flow
+control, and the notices of an ended lab."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from playground.asgi import application
+from playground.engine import FakeContainer, FakeEngine
+from playground.labs import consumers, services
+from playground.labs.models import EndReason, Lab
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fake_engine", "memory_live", "catalog"),
+]
+
+
+def browser_with_lab() -> tuple[Client, Lab]:
+    client = Client()
+    response = client.post("/labs/new", {"image": "busybox"})
+    lab = Lab.objects.get(id=response["Location"].split("/")[2])
+    lab.terminal_path = (  # type: ignore[attr-defined]
+        f"/ws/labs/{lab.id}/instances/{lab.instances.get().id}/terminal/"
+    )
+    return client, lab
+
+
+def communicator(client: Client | None, lab: Lab, origin: bytes = b"http://127.0.0.1") -> Any:
+    headers = [(b"origin", origin), (b"host", b"127.0.0.1")]
+    if client is not None and "sessionid" in client.cookies:
+        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
+    return WebsocketCommunicator(application, lab.terminal_path, headers=headers)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def lab() -> tuple[Client, Lab]:
+    return browser_with_lab()
+
+
+async def connected(client: Client, lab: Lab) -> Any:
+    ws = communicator(client, lab)
+    ok, _ = await ws.connect()
+    assert ok
+    assert await ws.receive_from() == b"# "  # the fake's scrollback
+    return ws
+
+
+def container(fake: FakeEngine, lab: Lab) -> FakeContainer:
+    (only,) = fake.by_id.values()
+    return only
+
+
+@pytest.mark.asyncio
+async def test_keystrokes_go_in_and_output_comes_out(lab: tuple[Client, Lab]) -> None:
+    ws = await connected(*lab)
+    await ws.send_to(bytes_data=b"echo hi\r")
+    assert await ws.receive_from() == b"echo hi\r"
+    await ws.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_someone_else_is_refused_at_the_handshake(lab: tuple[Client, Lab]) -> None:
+    _, owned = lab
+    stranger = await database_sync_to_async(browser_with_lab)()
+    for client in (None, stranger[0]):
+        ws = communicator(client, owned)
+        ok, code = await ws.connect()
+        assert (ok, code) == (False, consumers.CLOSE_FORBIDDEN)
+
+
+@pytest.mark.asyncio
+async def test_a_foreign_origin_is_refused(lab: tuple[Client, Lab]) -> None:
+    ws = communicator(lab[0], lab[1], origin=b"http://evil.example")
+    ok, _ = await ws.connect()
+    assert not ok
+
+
+@pytest.mark.asyncio
+async def test_resize_frames_are_validated(fake_engine: FakeEngine, lab: tuple[Client, Lab]) -> None:
+    ws = await connected(*lab)
+    box = container(fake_engine, lab[1])
+    hostile = [
+        "not json",
+        "[1, 2]",
+        '{"type": "resize", "rows": "40", "cols": 100}',
+        '{"type": "resize", "rows": true, "cols": 100}',
+        '{"type": "resize", "rows": 0, "cols": 100}',
+        '{"type": "resize", "rows": 40, "cols": 100000}',
+        '{"type": "resize", "rows": 40.5, "cols": 100}',
+        '{"type": "resize"}',
+        '{"type": "ack", "bytes": -5}',
+        '{"type": "nonsense"}',
+        json.dumps({"type": "resize", "rows": 40, "cols": 100, "pad": "x" * 2000}),
+    ]
+    for text in hostile:
+        await ws.send_to(text_data=text)
+    await ws.send_to(text_data='{"type": "resize", "rows": 40, "cols": 100}')
+    await ws.send_to(bytes_data=b"x")
+    assert await ws.receive_from() == b"x"
+    assert box.size == (40, 100)
+    await ws.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_huge_frame_closes_the_socket(lab: tuple[Client, Lab]) -> None:
+    ws = await connected(*lab)
+    await ws.send_to(bytes_data=b"x" * (consumers.MAX_INPUT + 1))
+    closed = await ws.receive_output()
+    assert closed == {"type": "websocket.close", "code": consumers.CLOSE_TOO_BIG}
+
+
+@pytest.mark.asyncio
+async def test_the_last_active_client_sets_the_size(
+    fake_engine: FakeEngine, lab: tuple[Client, Lab]
+) -> None:
+    small, big = await connected(*lab), await connected(*lab)
+    box = container(fake_engine, lab[1])
+    await small.send_to(text_data='{"type": "resize", "rows": 20, "cols": 60}')
+    await big.send_to(text_data='{"type": "resize", "rows": 50, "cols": 200}')
+    await big.send_to(bytes_data=b"a")
+    await small.receive_from()
+    assert box.size == (50, 200)
+    await small.send_to(bytes_data=b"b")
+    await big.receive_from()
+    await big.receive_from()
+    assert box.size == (20, 60)
+    await small.disconnect()
+    await big.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_output_stops_at_the_window_until_acknowledged(
+    fake_engine: FakeEngine, lab: tuple[Client, Lab]
+) -> None:
+    ws = await connected(*lab)
+    box = container(fake_engine, lab[1])
+    chunk = b"y" * 65536
+    for _ in range(40):  # 2.5 MiB
+        box.output(chunk)
+    received = 0
+    while True:
+        try:
+            received += len(await ws.receive_from(timeout=0.3))
+        except asyncio.TimeoutError:
+            break
+    assert consumers.WINDOW <= received < consumers.WINDOW + len(chunk)
+    await ws.send_to(text_data=json.dumps({"type": "ack", "bytes": received}))
+    more = len(await ws.receive_from())
+    assert more == len(chunk)
+    await ws.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_the_exit_of_the_shell_is_told_then_closed(
+    fake_engine: FakeEngine, lab: tuple[Client, Lab]
+) -> None:
+    ws = await connected(*lab)
+    container(fake_engine, lab[1]).exit(3)
+    assert json.loads(await ws.receive_from()) == {"type": "exit", "code": 3}
+    assert await ws.receive_output() == {"type": "websocket.close", "code": consumers.CLOSE_EXITED}
+
+
+@pytest.mark.asyncio
+async def test_an_ended_lab_tells_its_terminals_why(lab: tuple[Client, Lab]) -> None:
+    ws = await connected(*lab)
+    await database_sync_to_async(services.lab_end)(lab=lab[1], reason=EndReason.EXPIRED)
+    assert json.loads(await ws.receive_from()) == {
+        "type": "ended",
+        "reason": "its lifetime ran out",
+    }
+    assert await ws.receive_output() == {"type": "websocket.close", "code": consumers.CLOSE_ENDED}
+    ws = communicator(lab[0], lab[1])
+    assert await ws.connect() == (False, consumers.CLOSE_UNAVAILABLE)
+
+
+def test_control_frames_parse_only_what_is_valid() -> None:
+    assert consumers.parse_control('{"type":"resize","rows":24,"cols":80}') == ("resize", 24, 80)
+    assert consumers.parse_control('{"type":"ack","bytes":10}') == ("ack", 10, 0)
+    assert consumers.parse_control('{"type":"resize","rows":24}') is None
+    assert consumers.parse_control("\x00\xff") is None
+    assert consumers.parse_control('"resize"') is None
+    assert consumers.parse_control('{"type":"ack","bytes":1e99}') is None
