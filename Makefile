@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps test lint typecheck unit integration bench clean
+.PHONY: deps web up test lint typecheck unit integration bench clean
+# Playwright drives Debian's Chromium (/usr/bin/chromium); it never downloads browsers.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+LINTED := runtime playground tests bench scripts manage.py
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -12,9 +15,18 @@ deps: $(PY)
 	bash scripts/install-system-deps.sh
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
+# The terminal's front end: xterm.js from npm, copied into static/vendor/ (no CDN).
+web: deps
+	npm ci --no-audit --no-fund --loglevel=error
+	$(PY) scripts/vendor_static.py
+
+# The whole site on http://127.0.0.1:8000 (Redis, engine, Celery, daphne); Ctrl+C stops it.
+up: web
+	$(PY) scripts/up.py
+
 lint: deps
-	$(VENV)/bin/ruff check runtime tests bench
-	$(VENV)/bin/ruff format --check runtime tests bench
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 typecheck: deps
 	$(VENV)/bin/mypy
@@ -25,9 +37,9 @@ unit: deps
 integration: deps
 	$(PY) -m pytest tests/integration
 
-test: deps
-	$(VENV)/bin/ruff check runtime tests bench
-	$(VENV)/bin/ruff format --check runtime tests bench
+test: deps web
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests
 

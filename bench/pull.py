@@ -27,8 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runtime.image.manifest import parse_manifest  # noqa: E402
+from runtime.image.reference import parse_reference  # noqa: E402
 from runtime.image.store import ImageStore  # noqa: E402
-from runtime.registry import RegistryConfig, pull_image, push  # noqa: E402
+from runtime.registry import RegistryConfig, RegistrySession, pull_image, push  # noqa: E402
+from runtime.registry.download import download_blob  # noqa: E402
+from runtime.registry.manifests import fetch_manifest  # noqa: E402
+from runtime.registry.session import Repository  # noqa: E402
 from tests.integration.oci_layouts import Layer, build_image, make_layer  # noqa: E402
 from tests.integration.registry_support import SKOPEO, run_registry  # noqa: E402
 
@@ -80,6 +85,20 @@ def seed(host: str, base: Path, total_mb: int) -> str:
     return ref
 
 
+async def download_only(store: ImageStore, ref: str) -> None:
+    """Our blob downloads alone (verified and stored, not unpacked): skopeo's job."""
+    reference = parse_reference(ref)
+    async with RegistrySession(RegistryConfig()) as session:
+        endpoint = session.config.endpoints(reference.domain)[-1]
+        scope = (f"repository:{reference.path}:pull",)
+        repo = Repository(session, endpoint, reference.path, scope)
+        manifest = await fetch_manifest(repo, reference.tag or "latest", what=ref)
+        _, layers = parse_manifest(manifest.document)
+        await asyncio.gather(
+            *(download_blob(repo, store, layer, lambda *_: None) for layer in layers)
+        )
+
+
 def timed(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
@@ -122,6 +141,9 @@ def contenders(base: Path, run: int, ref: str) -> dict[str, Callable[[], object]
             [sys.executable, "-c", CHILD, process_store, ref], check=True, env=env
         )
 
+    def ours_download() -> object:
+        return asyncio.run(download_only(ImageStore(str(base / f"download-{run}")), ref))
+
     def skopeo() -> object:
         dest = f"oci:{base / f'skopeo-{run}'}:v1"
         cmd = [SKOPEO, "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false"]
@@ -129,6 +151,7 @@ def contenders(base: Path, run: int, ref: str) -> dict[str, Callable[[], object]
 
     return {
         "skopeo copy (download only)": skopeo,
+        "ours download only, in-process": ours_download,
         "ours cold, in-process (download+unpack)": ours,
         "ours warm, in-process": ours,
         "ours cold, whole process": ours_process,

@@ -20,8 +20,8 @@ PY=${PY:-$REPO/.venv/bin/python}
 TIMEOUT=${TIMEOUT:-120}
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/runtime-tools.XXXXXX)}
 WORK=$(mktemp -d /tmp/runtime-tools-wrap.XXXXXX)
-export TMPDIR=$WORK/tmp
-mkdir "$TMPDIR"
+export TMPDIR=$WORK/tmp  # world-searchable: user-namespace tests map root to another uid
+mkdir -m 755 "$TMPDIR" && chmod 755 "$WORK"
 [[ -x $RT_DIR/runtimetest ]] || { echo "no $RT_DIR/runtimetest: build runtime-tools first" >&2; exit 1; }
 mapfile -t TESTS < <(cd "$RT_DIR" && ls validation/*/*.t)
 ((${#TESTS[@]})) || { echo "no validation/*/*.t in $RT_DIR: build them first" >&2; exit 1; }

@@ -19,10 +19,9 @@ from typing import ParamSpec, Protocol, TypeVar
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
+from playground.errors import ApplicationError
 from runtime import errors as rt
 from runtime.client import AttachStream, ContainerInfo, ContainerSpec, EngineClient
-
-from playground.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 

@@ -281,3 +281,12 @@ class BootstrapError(ContainerRuntimeError):
         super().__init__(f"bootstrapping {image}: {reason}")
         self.image = image
         self.reason = reason
+
+
+class ImageStoreError(ContainerRuntimeError):
+    """The image store's files could not be read or written (disk full, permissions...)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"image store {path}: {reason}")
+        self.path = path
+        self.reason = reason

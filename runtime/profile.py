@@ -112,7 +112,12 @@ def base_mounts(profile: Profile) -> list[dict[str, Any]]:
                 "/tmp",
                 "tmpfs",
                 "tmpfs",
-                ["nosuid", "nodev", "mode=1777", *_tmpfs_options(profile.tmp_size, profile.tmp_inodes)],
+                [
+                    "nosuid",
+                    "nodev",
+                    "mode=1777",
+                    *_tmpfs_options(profile.tmp_size, profile.tmp_inodes),
+                ],
             )
         )
     return mounts

@@ -9,6 +9,9 @@ packages=(
     util-linux       # mount, nsenter, unshare for test assertions
     e2fsprogs        # mkfs.ext4 and e2fsck for size-limited volumes (runtime.volumes)
     debootstrap      # bootstrap_debian builds debian:bookworm (runtime.image.bootstrap)
+    docker-registry  # the registry server the registry tests pull from and push to
+    skopeo           # puts test images into that registry; the pull benchmark's reference
+    apache2-utils    # htpasswd (bcrypt) for the registry's basic-auth setup
 )
 
 missing=()

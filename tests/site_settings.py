@@ -8,7 +8,7 @@ import os
 
 os.environ.setdefault("PLAYGROUND_DEBUG", "1")
 
-from playground.settings import *  # noqa: E402,F403
+from playground.settings import *  # noqa: F403
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

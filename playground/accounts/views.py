@@ -4,8 +4,8 @@ signs in (``labs.services.labs_claim``)."""
 from __future__ import annotations
 
 from django.contrib.auth import login
-from django.contrib.auth.models import User
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render

@@ -15,5 +15,7 @@ def image_list() -> QuerySet[Image]:
 def image_get(*, slug: str) -> Image:
     image = Image.objects.filter(slug=slug, enabled=True).first()
     if image is None:
-        raise ApplicationError(f"There is no image called {slug[:40]!r} here.", f"no image {slug!r}")
+        raise ApplicationError(
+            f"There is no image called {slug[:40]!r} here.", f"no image {slug!r}"
+        )
     return image

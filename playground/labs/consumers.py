@@ -68,9 +68,14 @@ def parse_control(text: str) -> tuple[str, int, int] | None:
     kind = message.get("type")
     if kind == "resize":
         rows, cols = message.get("rows"), message.get("cols")
-        if type(rows) is int and type(cols) is int:
-            if 1 <= rows <= MAX_ROWS and 1 <= cols <= MAX_COLS:
-                return "resize", rows, cols
+        # type() is int, not isinstance: JSON's true and false are not sizes.
+        if (
+            type(rows) is int
+            and type(cols) is int
+            and 1 <= rows <= MAX_ROWS
+            and 1 <= cols <= MAX_COLS
+        ):
+            return "resize", rows, cols
         return None
     if kind == "ack":
         count = message.get("bytes")

@@ -9,7 +9,7 @@ from runtime.cli.context import Context
 from runtime.cli.options import add_container_arguments, build_options
 from runtime.cli.status import ENGINE_ERROR, report, start_failure_status
 from runtime.cli.wire import WireClient
-from runtime.errors import ContainerNotFound, ContainerRuntimeError
+from runtime.errors import ContainerNotFound, ContainerRuntimeError, InvalidTransition
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,11 +46,32 @@ def start(client: WireClient, container_id: str, *, remove: bool) -> int:
     return 0
 
 
-def run_attached(client: WireClient, container_id: str, *, interactive: bool, remove: bool) -> int:
-    """Attach first (so no output is lost), start, proxy stdio until it exits."""
+def run_attached(
+    client: WireClient,
+    container_id: str,
+    *,
+    interactive: bool,
+    remove: bool = False,
+    restart: bool = False,
+) -> int:
+    """Start the container with this process's stdio joined to it; its exit status.
+
+    A created container is attached first, so that no output is lost. One that ran before
+    (``restart``) gets a new session when it starts, so it can only be attached after,
+    without the old run's scrollback: what it prints before that is not shown (the engine
+    cannot attach to an exited container yet).
+    """
     from runtime.cli.stdio import Proxy
 
-    with client.attach(container_id, replay=True, stdin=interactive) as channel:
+    if restart and (status := start(client, container_id, remove=remove)):
+        return status
+    try:
+        channel = client.attach(container_id, replay=not restart, stdin=interactive)
+    except InvalidTransition:
+        if not restart:
+            raise
+        return wait_quietly(client, container_id)  # it has exited already
+    with channel:
         proxy = Proxy(
             channel,
             stdin=interactive,
@@ -59,8 +80,7 @@ def run_attached(client: WireClient, container_id: str, *, interactive: bool, re
         )
         with proxy.installed():
             proxy.resize()
-            status = start(client, container_id, remove=remove)
-            if status != 0:
+            if not restart and (status := start(client, container_id, remove=remove)):
                 return status
             code = proxy.pump()
     if proxy.detached:

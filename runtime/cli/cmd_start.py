@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from runtime.cli.context import Context
-from runtime.cli.status import for_each, report, start_failure_status
+from runtime.cli.status import for_each
 from runtime.cli.wire import WireClient
-from runtime.errors import ContainerRuntimeError, InvalidArgument
+from runtime.errors import InvalidArgument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,33 +31,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def start_attached(client: WireClient, ref: str, *, interactive: bool) -> int:
-    """A created container is attached before it starts, so no output is lost; a stopped
-    one gets a new session at start, so it is attached after (without its old scrollback)."""
-    from runtime.cli.cmd_run import wait_quietly
-    from runtime.cli.stdio import Proxy
+    from runtime.cli.cmd_run import run_attached
 
     info = client.inspect(ref)
-    container_id = str(info["Id"])
-    fresh = info["State"]["Status"] == "created"
-    try:
-        if not fresh:
-            client.start(container_id)
-        channel = client.attach(container_id, replay=fresh, stdin=interactive)
-        with channel:
-            proxy = Proxy(
-                channel,
-                stdin=interactive,
-                tty=channel.tty,
-                forward=lambda signum: client.kill(container_id, signum),
-            )
-            with proxy.installed():
-                proxy.resize()
-                if fresh:
-                    client.start(container_id)
-                code = proxy.pump()
-    except ContainerRuntimeError as exc:
-        report(exc)
-        return start_failure_status(exc)
-    if proxy.detached:
-        return 0
-    return code if code is not None else wait_quietly(client, container_id)
+    restart = info["State"]["Status"] != "created"
+    return run_attached(client, str(info["Id"]), interactive=interactive, restart=restart)

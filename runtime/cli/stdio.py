@@ -102,14 +102,15 @@ class Proxy:
                 self.channel.resize(*size)
 
     def pump(self) -> int | None:
-        while not self.channel.ended:
+        while True:
+            # Frames may have arrived with the reply line, before select could see them.
+            self._output_pending()
+            if self.channel.ended:
+                return self.channel.exit_code
             if self._eof_detach and self.channel.replayed:
                 self.detached = True
                 return None
-            readers = [self.channel.fileno()]
-            readers += [self._wake] if self._wake >= 0 else []
-            readers += [0] if self.reading_stdin else []
-            ready, _, _ = select.select(readers, [], [])
+            ready = self._wait()
             if self._wake in ready:
                 self._signals()
             if 0 in ready:
@@ -117,13 +118,14 @@ class Proxy:
                 if self.detached:
                     return None
             if self.channel.fileno() in ready:
-                self._output()
-        self._output_pending()
-        return self.channel.exit_code
+                self.channel.fill()
 
-    def _output(self) -> None:
-        self.channel.fill()
-        self._output_pending()
+    def _wait(self) -> list[int]:
+        readers = [self.channel.fileno()]
+        readers += [self._wake] if self._wake >= 0 else []
+        readers += [0] if self.reading_stdin else []
+        ready, _, _ = select.select(readers, [], [])
+        return ready
 
     def _output_pending(self) -> None:
         for kind, data in self.channel.pending():

@@ -14,7 +14,7 @@ import secrets
 import tarfile
 from typing import IO, Any, BinaryIO, cast
 
-from runtime.errors import ImageNotFound, InvalidReference
+from runtime.errors import ImageNotFound, InvalidArchive, InvalidReference
 from runtime.image.commit import commit_layer, now, opened
 from runtime.image.digest import hex_of
 from runtime.image.load import archive_errors, load
@@ -65,18 +65,22 @@ def save(store: ImageStore, refs: list[str], out: str | BinaryIO) -> None:
     """Write the images ``refs`` (tags or ids) to ``out`` (a path, written atomically, or
     a binary stream) as an OCI image layout tar with Docker's ``manifest.json``."""
     images = _selection(store, refs)
-    if not isinstance(out, str):
-        _write_layout(store, images, out)
-        return
-    tmp = f"{out}.tmp-{secrets.token_hex(6)}"
+    label = out if isinstance(out, str) else "stream"
     try:
-        with open(tmp, "wb") as f:
-            _write_layout(store, images, cast(BinaryIO, f))
-        os.rename(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        if not isinstance(out, str):
+            _write_layout(store, images, out)
+            return
+        tmp = f"{out}.tmp-{secrets.token_hex(6)}"
+        try:
+            with open(tmp, "wb") as f:
+                _write_layout(store, images, cast(BinaryIO, f))
+            os.rename(tmp, out)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise InvalidArchive(label, f"cannot write: {exc.strerror or exc}") from exc
 
 
 def _selection(store: ImageStore, refs: list[str]) -> dict[str, tuple[Image, list[str]]]:

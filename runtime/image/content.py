@@ -5,8 +5,10 @@ is being added and no pull is writing while this runs."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,13 +17,15 @@ from runtime.errors import ContainerRuntimeError
 from runtime.image.digest import check_digest
 from runtime.image.index import Snapshot
 from runtime.image.layerfs import remove_tree
-from runtime.image.locks import TMP_MARK
+from runtime.image.locks import TMP_MARK, write_atomic
 from runtime.image.manifest import parse_diff_ids, parse_manifest
 
 if TYPE_CHECKING:
     from runtime.image.store import ImageStore
 
 logger = logging.getLogger(__name__)
+
+ORPHANS = "orphans.json"
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,15 @@ def referenced(
 
 
 def collect(
-    store: ImageStore, image_ids: set[str], manifests: set[str], orphans: set[str]
+    store: ImageStore, image_ids: set[str], manifests: set[str], keep: set[str] | None
 ) -> GcReport:
-    layers, blobs = referenced(store, image_ids, manifests, orphans - image_ids)
+    """``gc``: ``keep`` is every image id containers use (None: unknown, so every image
+    recorded as removed-while-in-use is kept)."""
+    recorded = orphans(store)
+    live = recorded if keep is None else recorded & keep
+    set_orphans(store, live)
+    extra = (live | (keep or set())) - image_ids
+    layers, blobs = referenced(store, image_ids, manifests, extra)
     removed_layers = sorted(store.layers.diff_ids() - layers)
     for diff_id in removed_layers:
         store.layers.remove(diff_id)
@@ -84,12 +94,20 @@ def collect(
     return GcReport(removed_layers, removed_blobs, _clear_leftovers(store))
 
 
-def free(store: ImageStore, remaining: Snapshot, image_id: str, manifest_digest: str) -> list[str]:
-    """Delete what the removed image used and ``remaining`` images do not; Docker's
-    ``Deleted: <layer>`` lines."""
-    layers, blobs = referenced(
-        store, set(remaining.by_id), {entry.manifest_digest for entry in remaining.entries}
-    )
+def free(
+    store: ImageStore,
+    remaining: Snapshot,
+    image_id: str,
+    manifest_digest: str,
+    in_use: Callable[[str], str | None],
+) -> list[str]:
+    """Delete what the removed image used and neither ``remaining`` images nor images
+    removed earlier while in use (and still in use) do; Docker's ``Deleted:`` lines."""
+    live = {orphan for orphan in orphans(store) if in_use(orphan) is not None}
+    set_orphans(store, live)
+    ids = set(remaining.by_id)
+    manifests = {entry.manifest_digest for entry in remaining.entries}
+    layers, blobs = referenced(store, ids, manifests, live - ids)
     lines: list[str] = []
     try:
         diff_ids = parse_diff_ids(store.document(image_id), image_id)
@@ -108,6 +126,22 @@ def free(store: ImageStore, remaining: Snapshot, image_id: str, manifest_digest:
     return lines
 
 
+def orphans(store: ImageStore) -> set[str]:
+    """Images removed (with force) while containers used them: their content stays."""
+    try:
+        with open(os.path.join(store.images_dir, ORPHANS), "rb") as f:
+            ids = json.load(f)
+    except (OSError, ValueError):
+        return set()
+    return {str(i) for i in ids} if isinstance(ids, list) else set()
+
+
+def set_orphans(store: ImageStore, ids: set[str]) -> None:
+    """Record ``ids`` as the orphans (callers hold the index lock)."""
+    if ids != orphans(store):
+        write_atomic(os.path.join(store.images_dir, ORPHANS), json.dumps(sorted(ids)).encode())
+
+
 def discard(store: ImageStore, blobs: set[str], layers: set[str]) -> None:
     """Delete ``blobs`` and ``layers`` that a load brought in, unless an image uses them;
     left for ``gc`` while a lease is held."""
@@ -118,7 +152,8 @@ def discard(store: ImageStore, blobs: set[str], layers: set[str]) -> None:
             logger.info("load leftovers kept for gc: a pull is in progress")
             return
         manifests = {entry.manifest_digest for entry in snap.entries}
-        kept_layers, kept_blobs = referenced(store, set(snap.by_id), manifests)
+        ids = set(snap.by_id)
+        kept_layers, kept_blobs = referenced(store, ids, manifests, orphans(store) - ids)
         for diff_id in layers - kept_layers:
             store.layers.remove(diff_id)
         for digest in blobs - kept_blobs:

@@ -1,5 +1,5 @@
 """``index.json``: the store's list of images and tags, an OCI image index (so the images
-directory is itself a valid OCI image layout).
+directory is itself a valid OCI image layout), and lookups and edits on it.
 
 One entry per (manifest, tag), and one without a tag for an untagged image. Each entry
 carries the full reference in ``org.opencontainers.image.ref.name`` and the image id (the
@@ -14,19 +14,30 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from runtime.errors import InvalidDigest, InvalidImage
+from runtime.errors import (
+    ImageConflict,
+    ImageInUse,
+    ImageNotFound,
+    InvalidDigest,
+    InvalidImage,
+    InvalidReference,
+)
 from runtime.image.digest import check_digest
 from runtime.image.locks import flocked, write_atomic
 from runtime.image.manifest import OCI_INDEX, OCI_MANIFEST
+from runtime.image.reference import parse_reference
 
 logger = logging.getLogger(__name__)
 
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_ID = "io.playground.image.id"
+_SHORT_ID = re.compile(r"[0-9a-f]{4,64}")
+_FULL_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -166,7 +177,74 @@ def join(manifests: dict[str, Entry], refs: dict[str, list[str]]) -> list[Entry]
 
 def move_ref(refs: dict[str, list[str]], ref: str, image_id: str) -> None:
     """Point ``ref`` at ``image_id``, taking it from whichever image had it."""
+    if ref in refs.get(image_id, ()):
+        return
     for names in refs.values():
         if ref in names:
             names.remove(ref)
     refs.setdefault(image_id, []).append(ref)
+
+
+def find(snap: Snapshot, text: str) -> tuple[str, str | None]:
+    """(image id, the tag it was found by or None) for a tag (in any spelling), a digest
+    reference, an id, or a unique id prefix of 4+ hex digits."""
+    if text.startswith("sha256:"):
+        return _by_prefix(snap, text[len("sha256:") :], text), None
+    if _FULL_ID.fullmatch(text):
+        return _by_prefix(snap, text, text), None
+    try:
+        ref = parse_reference(text)
+    except InvalidReference:
+        if _SHORT_ID.fullmatch(text):
+            return _by_prefix(snap, text, text), None
+        raise
+    canonical = str(ref)
+    if ref.digest is not None:
+        for entry in snap.entries:
+            if ref.digest in (entry.manifest_digest, entry.image_id):
+                return entry.image_id, None
+    elif canonical in snap.by_ref:
+        return snap.by_ref[canonical], canonical
+    if _SHORT_ID.fullmatch(text):
+        return _by_prefix(snap, text, text), None
+    raise ImageNotFound(text)
+
+
+def _by_prefix(snap: Snapshot, prefix: str, text: str) -> str:
+    if not _SHORT_ID.fullmatch(prefix):
+        raise ImageNotFound(text)
+    matches = [i for i in snap.by_id if i.startswith("sha256:" + prefix)]
+    if len(matches) != 1:
+        if matches:
+            logger.info("image id prefix %s is ambiguous: %s", prefix, matches)
+        raise ImageNotFound(text)
+    return matches[0]
+
+
+def untag_for_remove(
+    text: str,
+    image_id: str,
+    matched: str | None,
+    names: dict[str, list[str]],
+    force: bool,
+    user: str | None,
+) -> list[str]:
+    """``rmi``'s untagging (Docker's rules): removes from ``names[image_id]`` the tags to
+    go and returns the ``Untagged:`` lines; refuses when force is needed."""
+    refs = names[image_id]
+    if matched is not None:
+        # By tag: only that tag goes, unless it is the last one (Docker refuses to leave
+        # an image in use dangling without force).
+        if user is not None and not force and len(refs) == 1:
+            raise ImageInUse(text, user)
+        untag = [matched]
+    else:
+        repositories = {parse_reference(ref).name for ref in refs}
+        if len(repositories) > 1 and not force:
+            raise ImageConflict(text, "image is referenced in multiple repositories")
+        untag = list(refs)
+    if user is not None and not force and len(untag) == len(refs):
+        raise ImageInUse(text, user)
+    for ref in untag:
+        refs.remove(ref)
+    return [f"Untagged: {parse_reference(ref).familiar}" for ref in untag]

@@ -81,9 +81,10 @@ class LayerStore:
         if info is None:
             lock = os.path.join(self.locks_dir, hex_of(blob_digest) + ".lock")
             with flocked(lock):
-                info = self.for_blob(blob_digest) or self._unpack(blob_digest, blob_path)
-        if expected_diff_id is not None and info.diff_id != expected_diff_id:
-            raise DigestMismatch(expected_diff_id, info.diff_id, f"layer {blob_digest} diff_id")
+                info = self.for_blob(blob_digest) or self._unpack(
+                    blob_digest, blob_path, expected_diff_id
+                )
+        _check_diff_id(info.diff_id, expected_diff_id, blob_digest)
         return info
 
     def remove(self, diff_id: str) -> None:
@@ -120,7 +121,7 @@ class LayerStore:
         }
         return {"sha256:" + n for n in names if len(n) == 64}
 
-    def _unpack(self, blob_digest: str, blob_path: str) -> LayerInfo:
+    def _unpack(self, blob_digest: str, blob_path: str, expected_diff_id: str | None) -> LayerInfo:
         if not os.path.exists(blob_path):
             raise BlobNotFound(blob_digest)
         staging = os.path.join(self.tmp_dir, f"layer-{secrets.token_hex(8)}")
@@ -128,6 +129,8 @@ class LayerStore:
             result = unpack_layer(
                 blob_path, staging, expected_digest=blob_digest, budgets=self.budgets
             )
+            # A layer that is not what the image config says is not kept at all.
+            _check_diff_id(result.diff_id, expected_diff_id, blob_digest)
             info = self._install(staging, result)
         finally:
             remove_tree(staging)  # gone already if it was installed
@@ -155,6 +158,11 @@ class LayerStore:
 
     def _record(self, diff_id: str) -> str:
         return os.path.join(self.records_dir, hex_of(diff_id) + ".json")
+
+
+def _check_diff_id(actual: str, expected: str | None, blob_digest: str) -> None:
+    if expected is not None and actual != expected:
+        raise DigestMismatch(expected, actual, f"layer {blob_digest} diff_id")
 
 
 def _listdir(path: str) -> list[str]:

@@ -126,6 +126,8 @@ def archive_errors(label: str) -> Iterator[None]:
         raise InvalidArchive(label, exc.reason) from exc
     except _STORE_ERRORS as exc:
         raise InvalidArchive(label, str(exc)) from exc
+    except OSError as exc:
+        raise InvalidArchive(label, exc.strerror or str(exc)) from exc
 
 
 def _ingest(store: ImageStore, raw: Readable, archive: _Archive) -> None:

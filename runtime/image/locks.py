@@ -1,5 +1,5 @@
-"""File locks and atomic file replacement for the image store, which the daemon and the CLI
-may write at the same time.
+"""File locks, atomic file replacement and ``OSError`` translation for the image store,
+which the daemon and the CLI may write at the same time.
 
 ``flock`` locks belong to an open file description, so they are released when the process
 dies: a crashed writer never leaves a stale lock behind.
@@ -9,14 +9,33 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
+
+from runtime.errors import ImageStoreError
 
 logger = logging.getLogger(__name__)
 
 TMP_MARK = ".tmp-"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def storage_errors(method: _F) -> _F:
+    """Report an ``OSError`` of an image store method as ``ImageStoreError``."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            path = str(exc.filename or self.images_dir)
+            raise ImageStoreError(path, exc.strerror or str(exc)) from exc
+
+    return cast(_F, wrapper)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ Each failure says what is wrong instead of distribution's single "invalid refere
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -80,7 +81,13 @@ def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
     """Parse and normalise ``text``; ``InvalidReference`` says what is wrong with it.
 
     With ``default_tag`` (the default), a reference without tag or digest gets ``latest``.
+    Results are cached: every container start resolves its image name.
     """
+    return _parse(text, default_tag)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(text: str, default_tag: bool) -> Reference:
     if not text:
         raise InvalidReference(text, "empty reference")
     if _IDENTIFIER.fullmatch(text):

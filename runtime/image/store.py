@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +29,6 @@ from typing import Any
 from runtime.errors import (
     BlobNotFound,
     ContainerRuntimeError,
-    ImageConflict,
-    ImageInUse,
     ImageNotFound,
     InvalidImage,
     InvalidLayer,
@@ -41,9 +38,19 @@ from runtime.image import content
 from runtime.image.blobs import BlobReader, BlobStore
 from runtime.image.content import GcReport
 from runtime.image.digest import canonical_json, check_digest
-from runtime.image.index import Entry, IndexFile, Snapshot, join, move_ref, snapshot, split
+from runtime.image.index import (
+    Entry,
+    IndexFile,
+    Snapshot,
+    find,
+    join,
+    move_ref,
+    snapshot,
+    split,
+    untag_for_remove,
+)
 from runtime.image.layers import LayerInfo, LayerStore
-from runtime.image.locks import flocked
+from runtime.image.locks import flocked, storage_errors
 from runtime.image.manifest import LAYER_TYPES, OCI_MANIFEST, parse_diff_ids, parse_manifest
 from runtime.image.reference import parse_reference
 from runtime.image.stream import Readable
@@ -51,8 +58,6 @@ from runtime.image.unpack import DEFAULT_BUDGETS, Budgets
 
 logger = logging.getLogger(__name__)
 
-_SHORT_ID = re.compile(r"[0-9a-f]{4,64}")
-_FULL_ID = re.compile(r"[0-9a-f]{64}")
 _SUBDIRS = ("blobs/sha256", "layers", "layerdb/sha256", "layerdb/blobs", "tmp", "locks")
 
 
@@ -79,6 +84,8 @@ class ImageStore:
     def __init__(self, images_dir: str, *, budgets: Budgets = DEFAULT_BUDGETS) -> None:
         self.images_dir = images_dir
         if not os.path.isdir(os.path.join(images_dir, "locks")):
+            # 0700: layers keep their setuid binaries, which no host user may reach.
+            os.makedirs(images_dir, mode=0o700, exist_ok=True)
             for sub in _SUBDIRS:
                 os.makedirs(os.path.join(images_dir, sub), mode=0o700, exist_ok=True)
         self.blobs = BlobStore(images_dir)
@@ -90,6 +97,7 @@ class ImageStore:
 
     # -- blobs ------------------------------------------------------------------------
 
+    @storage_errors
     def put_blob(
         self, data: bytes | Readable, *, expected: str | None = None, media_type: str = ""
     ) -> str:
@@ -102,6 +110,7 @@ class ImageStore:
     def has_blob(self, digest: str) -> bool:
         return self.blobs.has(digest)
 
+    @storage_errors
     def read_blob(self, digest: str) -> bytes:
         """The blob's bytes, verified against its digest."""
         return self.blobs.read(digest)
@@ -121,6 +130,7 @@ class ImageStore:
 
     # -- layers -----------------------------------------------------------------------
 
+    @storage_errors
     def ensure_layer(
         self, blob_digest: str, media_type: str = "", *, expected_diff_id: str | None = None
     ) -> LayerInfo:
@@ -148,6 +158,7 @@ class ImageStore:
 
     # -- images -----------------------------------------------------------------------
 
+    @storage_errors
     def add_image(
         self,
         manifest: dict[str, Any],
@@ -173,13 +184,15 @@ class ImageStore:
         logger.info("added image %s tagged %s", image_id, refs)
         return self._image(snap, image_id)
 
+    @storage_errors
     def resolve(self, ref_or_id: str) -> Image:
         """An image by tag (``busybox`` is docker.io/library/busybox:latest), by digest
         reference, by id (``sha256:<hex>``, the hex, or a unique prefix of 4+ digits)."""
         snap = self._index.read()
-        image_id, _ = self._find(snap, ref_or_id)
+        image_id, _ = find(snap, ref_or_id)
         return self._image(snap, image_id)
 
+    @storage_errors
     def list(self) -> builtins.list[Image]:
         """Every image, newest first; an image whose config is unreadable is skipped."""
         snap = self._index.read()
@@ -191,15 +204,17 @@ class ImageStore:
                 logger.warning("image %s is unreadable: %s", image_id, exc)
         return sorted(images, key=lambda image: (image.created, image.id), reverse=True)
 
+    @storage_errors
     def tag(self, source: str, target: str) -> None:
         ref = self._tag_ref(target)
         with self._index.update() as entries:
-            image_id, _ = self._find(snapshot(tuple(entries)), source)
+            image_id, _ = find(snapshot(tuple(entries)), source)
             manifests, names = split(entries)
             move_ref(names, ref, image_id)
             entries[:] = join(manifests, names)
         logger.info("tagged image %s as %s", image_id, ref)
 
+    @storage_errors
     def untag(self, reference: str) -> None:
         """Remove one tag; the image stays (untagged, if it was its last)."""
         ref = self._tag_ref(reference)
@@ -211,6 +226,7 @@ class ImageStore:
             names[owners[0]].remove(ref)
             entries[:] = join(manifests, names)
 
+    @storage_errors
     def remove(
         self,
         ref_or_id: str,
@@ -223,10 +239,10 @@ class ImageStore:
         names a container using it (refused unless ``force``; its content is then kept
         for ``gc`` to weigh). Returns Docker's ``Untagged: ...``/``Deleted: ...`` lines."""
         with self._index.update() as entries:
-            image_id, matched = self._find(snapshot(tuple(entries)), ref_or_id)
+            image_id, matched = find(snapshot(tuple(entries)), ref_or_id)
             manifests, names = split(entries)
             user = in_use(image_id)
-            lines = self._untag_for_remove(ref_or_id, image_id, matched, names, force, user)
+            lines = untag_for_remove(ref_or_id, image_id, matched, names, force, user)
             if names[image_id]:
                 entries[:] = join(manifests, names)
                 return lines
@@ -235,10 +251,14 @@ class ImageStore:
             entries[:] = join(manifests, names)
             lines.append(f"Deleted: {image_id}")
             if user is None:
-                lines += self._free(snapshot(tuple(entries)), image_id, removed.manifest_digest)
+                remaining = snapshot(tuple(entries))
+                lines += self._free(remaining, image_id, removed.manifest_digest, in_use)
+            else:
+                content.set_orphans(self, content.orphans(self) | {image_id})
         logger.info("removed image %s: %s", image_id, lines)
         return lines
 
+    @storage_errors
     def gc(self, *, keep_images: set[str] | None = None) -> GcReport:
         """Remove layers and blobs no image uses (nor the images in ``keep_images``, the
         ids containers still run from) and every leftover in tmp/. Skipped while a lease is
@@ -248,7 +268,8 @@ class ImageStore:
                 logger.info("image gc skipped: a pull is in progress")
                 return GcReport(skipped=True)
             manifests = {entry.manifest_digest for entry in snap.entries}
-            report = content.collect(self, set(snap.by_id), manifests, set(keep_images or ()))
+            keep = None if keep_images is None else set(keep_images)
+            report = content.collect(self, set(snap.by_id), manifests, keep)
         logger.info("image gc: %s", report)
         return report
 
@@ -309,38 +330,6 @@ class ImageStore:
             raise InvalidReference(text, "a tag cannot include a digest")
         return str(ref)
 
-    def _find(self, snap: Snapshot, text: str) -> tuple[str, str | None]:
-        """(image id, the tag it was found by or None)."""
-        if text.startswith("sha256:"):
-            return self._by_prefix(snap, text[len("sha256:") :], text), None
-        if _FULL_ID.fullmatch(text):
-            return self._by_prefix(snap, text, text), None
-        try:
-            ref = parse_reference(text)
-        except InvalidReference:
-            if _SHORT_ID.fullmatch(text):
-                return self._by_prefix(snap, text, text), None
-            raise
-        if ref.digest is not None:
-            for entry in snap.entries:
-                if ref.digest in (entry.manifest_digest, entry.image_id):
-                    return entry.image_id, None
-        elif str(ref) in snap.by_ref:
-            return snap.by_ref[str(ref)], str(ref)
-        if _SHORT_ID.fullmatch(text):
-            return self._by_prefix(snap, text, text), None
-        raise ImageNotFound(text)
-
-    def _by_prefix(self, snap: Snapshot, prefix: str, text: str) -> str:
-        if not _SHORT_ID.fullmatch(prefix):
-            raise ImageNotFound(text)
-        matches = [i for i in snap.by_id if i.startswith("sha256:" + prefix)]
-        if len(matches) != 1:
-            if matches:
-                logger.info("image id prefix %s is ambiguous: %s", prefix, matches)
-            raise ImageNotFound(text)
-        return matches[0]
-
     def _image(self, snap: Snapshot, image_id: str) -> Image:
         entry = snap.by_id[image_id]
         refs = tuple(snap.refs_of[image_id])
@@ -365,37 +354,16 @@ class ImageStore:
             self._images[key] = image
         return image
 
-    def _untag_for_remove(
+    def _free(
         self,
-        text: str,
+        remaining: Snapshot,
         image_id: str,
-        matched: str | None,
-        names: dict[str, builtins.list[str]],
-        force: bool,
-        user: str | None,
+        manifest_digest: str,
+        in_use: Callable[[str], str | None],
     ) -> builtins.list[str]:
-        refs = names[image_id]
-        if matched is not None:
-            # By tag: only that tag goes, unless it is the last one (Docker refuses to leave
-            # an image in use dangling without force).
-            if user is not None and not force and len(refs) == 1:
-                raise ImageInUse(text, user)
-            untag = [matched]
-        else:
-            repositories = {parse_reference(ref).name for ref in refs}
-            if len(repositories) > 1 and not force:
-                raise ImageConflict(text, "image is referenced in multiple repositories")
-            untag = list(refs)
-        if user is not None and not force and len(untag) == len(refs):
-            raise ImageInUse(text, user)
-        for ref in untag:
-            refs.remove(ref)
-        return [f"Untagged: {parse_reference(ref).familiar}" for ref in untag]
-
-    def _free(self, remaining: Snapshot, image_id: str, manifest_digest: str) -> builtins.list[str]:
-        """Delete the removed image's content that no remaining image uses, if no lease is
-        held (else ``gc`` will)."""
+        """Delete the removed image's content that nothing else uses, if no lease is held
+        (else ``gc`` will)."""
         with flocked(self._lease_path, blocking=False) as exclusive:
             if not exclusive:
                 return []
-            return content.free(self, remaining, image_id, manifest_digest)
+            return content.free(self, remaining, image_id, manifest_digest, in_use)

@@ -260,6 +260,8 @@ class Runtime:
             raise
         except ContainerRuntimeError as exc:
             raise ContainerSetupError(cid, str(exc).split(": ", 1)[-1]) from exc
+        except OSError as exc:  # the init died: its own report, if any, is the better message
+            raise ContainerSetupError(cid, _last_words(sync) or f"init exited ({exc})") from exc
 
     def _create_hooks(self, sync: SyncChannel, req: init.InitRequest, st: ContainerState) -> None:
         sync.expect("hooks", st.id)
@@ -299,7 +301,7 @@ class Runtime:
     def delete(self, container_id: str, *, force: bool = False) -> None:
         st = self.store.load(container_id)
         status = self.store.status(st)
-        if status is Status.RUNNING and not force:
+        if not force and not status.can_delete():
             raise InvalidTransition(container_id, status.value, "delete")
         if status in (Status.CREATED, Status.RUNNING):
             with contextlib.suppress(OSError):
@@ -508,6 +510,16 @@ def _signal(st: ContainerState, signum: int) -> None:
 _FORK_LOCK = threading.Lock()
 
 
+def _last_words(sync: SyncChannel) -> str | None:
+    """An error the init managed to send before the channel broke."""
+    with contextlib.suppress(OSError, ValueError):
+        sync.sock.setblocking(False)
+        message = sync.recv()
+        if message.get("type") == "error":
+            return str(message.get("message"))
+    return None
+
+
 def _fork() -> int:
     """fork(2) with the garbage collector off in the child: a collection there would touch
     every object and copy most of the parent's heap page by page."""
@@ -533,7 +545,10 @@ def _fork_into(req: init.InitRequest) -> int:
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         try:
             if "pid" in joined:
-                init.setns_path(joined["pid"], "pid")
+                try:
+                    init.setns_path(joined["pid"], "pid")
+                except init.InitError as exc:
+                    raise InvalidSpec("linux.namespaces", str(exc)) from exc
             elif "pid" in req.new_namespaces:
                 linux.unshare(linux.CLONE_NEWPID)
             pid = _fork()

@@ -19,8 +19,8 @@ import signal
 import socket
 import struct
 import sys
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from runtime import linux
@@ -89,10 +89,16 @@ def child_main(req: InitRequest) -> NoReturn:
         _use_stdio(req)
         req.sync.expect("go", req.container_id)
         _enter_namespaces(req)
+        reported_r, reported_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
+            os.close(reported_w)
+            os.read(reported_r, 1)  # speak on the channel only after our pid was reported
+            os.close(reported_r)
             init_main(req)
+        os.close(reported_r)
         req.sync.send("pid", pid=pid)
+        os.write(reported_w, b"1")
         status = 0
     except BaseException as exc:
         _report(req.sync, exc)
@@ -404,8 +410,10 @@ def _enter_cwd(cwd: str) -> None:
         raise InitError(f"process.cwd {cwd}: {exc.strerror}") from exc
     try:
         actual = os.getcwd()
-    except OSError:
+    except FileNotFoundError:
         actual = "(unreachable)"
+    except OSError as exc:
+        raise InitError(f"process.cwd {cwd}: cannot verify it with getcwd: {exc.strerror}") from exc
     if not actual.startswith("/"):
         raise InitError(f"process.cwd {cwd} is outside the container's root")
 

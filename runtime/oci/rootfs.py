@@ -123,6 +123,8 @@ class RootfsBuilder:
             linux.MS_PRIVATE | linux.MS_REC,
         )
         self._step("make / private", linux.mount, None, "/", None, propagation)
+        if propagation & linux.MS_SHARED:
+            self._parent_private()
         self._step(
             "bind the rootfs",
             linux.mount,
@@ -140,6 +142,25 @@ class RootfsBuilder:
         if has_dev:
             self.create_default_devices()
         self.create_devices(self.linux.get("devices") or [])
+
+    def _parent_private(self) -> None:
+        """pivot_root refuses a new root whose parent mount is shared: make just that
+        mount private, as runc does (the rootfs itself keeps the asked propagation)."""
+        best = "/"
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split()[4]
+                inside = self.rootfs == point or self.rootfs.startswith(point.rstrip("/") + "/")
+                if inside and point != self.rootfs and len(point) > len(best):
+                    best = point
+        self._step(
+            "make the rootfs's parent mount private",
+            linux.mount,
+            None,
+            best,
+            None,
+            linux.MS_PRIVATE,
+        )
 
     def _step(self, what: str, func: Any, *args: Any) -> Any:
         try:

@@ -38,7 +38,9 @@ class Status(enum.StrEnum):
         return self in (Status.CREATED, Status.RUNNING)
 
     def can_delete(self) -> bool:
-        return self in (Status.CREATED, Status.STOPPED)
+        """Without --force only a stopped container (the OCI spec: deleting one that is not
+        stopped MUST be an error)."""
+        return self is Status.STOPPED
 
 
 @dataclass

@@ -26,6 +26,7 @@ from runtime.registry.transport import Transport, error_for, read_bounded
 
 logger = logging.getLogger(__name__)
 
+BAD_CREDENTIALS = "INCORRECT_CREDENTIALS"  # ours: distinguishes "who are you" from "no access"
 DEFAULT_EXPIRY = 60.0  # seconds, the distribution spec's default and minimum
 _EXPIRY_MARGIN = 5.0
 MAX_TOKEN_RESPONSE = 1 << 20
@@ -188,8 +189,13 @@ def _token_key(
 async def _token_error(response: httpx.Response, creds: Credentials | None) -> RegistryError:
     if response.status_code in (401, 403):
         await response.aclose()
-        reason = "incorrect username or password" if creds else "authentication required"
-        return RegistryError(response.status_code, "UNAUTHORIZED", f"token request: {reason}")
+        if creds is not None:
+            return RegistryError(
+                response.status_code,
+                BAD_CREDENTIALS,
+                "token request: incorrect username or password",
+            )
+        return RegistryError(response.status_code, "UNAUTHORIZED", "token request: denied")
     return await error_for(response, "token request")
 
 

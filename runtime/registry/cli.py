@@ -61,6 +61,9 @@ def pull_command(
     store, config, auth = _setup(root, docker_config)
     reference = parse_reference(args.reference)
     lines = LayerLines(out, tty=_is_tty(out))
+    given = parse_reference(args.reference, default_tag=False)
+    if not args.quiet and given.tag is None and given.digest is None:
+        lines.line(f"Using default tag: {reference.tag}")
     if not args.quiet:
         lines.line(f"{reference.tag or reference.digest}: Pulling from {reference.path}")
 

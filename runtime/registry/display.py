@@ -25,7 +25,6 @@ PUSH_LABELS = {
     "pushing": "Pushing",
     "done": "Pushed",
     "exists": "Layer already exists",
-    "mounted": "Mounted from another repository",
 }
 
 

@@ -20,7 +20,8 @@ from typing import TypeVar
 
 import httpx
 
-from runtime.errors import BlobSizeMismatch, InvalidImage, RegistryError
+from runtime.errors import BlobSizeMismatch, DigestMismatch, InvalidImage, RegistryError
+from runtime.image.digest import new_hasher
 from runtime.image.manifest import Descriptor
 from runtime.image.store import ImageStore
 from runtime.registry.progress import Report
@@ -30,6 +31,7 @@ from runtime.registry.transport import connection_error, error_for, read_bounded
 logger = logging.getLogger(__name__)
 
 HIGH_WATER = 8 << 20  # bytes buffered between the network and the store's writer
+READ_BATCH = 1 << 20  # the store's writer is woken for this much, or the end
 MAX_SMALL_BLOB = 16 << 20  # image configs
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _T = TypeVar("_T")
@@ -61,7 +63,8 @@ class _Pipe:
             self._pending += len(data)
             if self._pending >= HIGH_WATER:
                 self._space.clear()
-            self._cond.notify()
+            if self._pending >= READ_BATCH:
+                self._cond.notify()
 
     def close(self, *, aborted: bool = False) -> None:
         with self._cond:
@@ -70,8 +73,11 @@ class _Pipe:
             self._cond.notify()
 
     def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes; waits until that much is buffered (fewer, larger writes
+        for the store) or the pipe is closed."""
         with self._cond:
-            while not self._chunks and not self._closed:
+            want = HIGH_WATER if size < 0 else min(size, HIGH_WATER // 2)
+            while self._pending < want and not self._closed:
                 self._cond.wait()
             if self._aborted:
                 raise _Aborted("download failed")
@@ -222,8 +228,7 @@ class _Transfer:
 
 
 async def fetch_small_blob(repo: Repository, blob: Descriptor, what: str) -> bytes:
-    """A small blob (an image config) read into memory; its size is checked here, its
-    digest by the store when it is put."""
+    """A small blob (an image config) read into memory, its size and digest checked."""
     if blob.size > MAX_SMALL_BLOB:
         raise InvalidImage(what, f"{blob.digest} is {blob.size} bytes (limit {MAX_SMALL_BLOB})")
 
@@ -243,4 +248,8 @@ async def fetch_small_blob(repo: Repository, blob: Descriptor, what: str) -> byt
         raise
     if len(data) != blob.size:
         raise BlobSizeMismatch(blob.digest, blob.size, len(data))
+    hasher = new_hasher(blob.digest)
+    hasher.update(data)
+    if f"{hasher.name}:{hasher.hexdigest()}" != blob.digest:
+        raise DigestMismatch(blob.digest, f"{hasher.name}:{hasher.hexdigest()}", what)
     return data

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 # layer was in the store). Pushes: waiting, pushing, done, or exists (the registry had it).
 # The last event of a pull has phase "pulled" and carries the image; of a push, "pushed".
 PULL_PHASES = ("waiting", "downloading", "verifying", "extracting", "done", "exists", "pulled")
-PUSH_PHASES = ("waiting", "pushing", "done", "exists", "mounted", "pushed")
+PUSH_PHASES = ("waiting", "pushing", "done", "exists", "pushed")
 _INTERVAL = 0.1  # seconds between two byte-count events of one layer
 
 

@@ -11,6 +11,7 @@ and none of its own documents behind; layers completed before the failure stay a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from runtime.image.manifest import Descriptor, parse_diff_ids, parse_manifest
 from runtime.image.reference import Reference, parse_reference
 from runtime.image.store import Image, ImageStore
 from runtime.registry.auth import AuthStore
+from runtime.registry.bearer import BAD_CREDENTIALS
 from runtime.registry.config import RegistryConfig
 from runtime.registry.download import download_blob, fetch_small_blob, in_thread
 from runtime.registry.manifests import (
@@ -87,7 +89,9 @@ class _Puller:
         self.what = str(reference)
 
     async def run(self) -> None:
-        with self.store.lease():
+        with contextlib.ExitStack() as stack:
+            # gc holds the lease exclusively while it runs: wait for it off the event loop.
+            await in_thread(stack.enter_context, self.store.lease())
             repo, manifest = await self._resolve()
             config_desc, layers = parse_manifest(manifest.document, self.what)
             config_data = await self._config(repo, config_desc)
@@ -205,12 +209,11 @@ class _LayerWork:
         self.diff_id = diff_id
 
     async def run(self, report: Report) -> None:
-        layer, downloaded = self.layer, False
+        layer = self.layer
         if not self.store.has_blob(layer.digest):
             async with self.limit:
                 report("downloading", 0, layer.size)
                 await download_blob(self.repo, self.store, layer, report)
-                downloaded = True
         report("extracting", layer.size, layer.size)
         try:
             await in_thread(
@@ -220,8 +223,9 @@ class _LayerWork:
                 expected_diff_id=self.diff_id,
             )
         except ContainerRuntimeError:
-            if downloaded and self.store.layers.for_blob(layer.digest) is None:
-                # A blob that does not unpack is of no use to any image.
+            if self.store.layers.for_blob(layer.digest) is None:
+                # A blob that does not unpack (hostile, or damaged on disk) is of no use to
+                # any image; without it, the next pull fetches it again.
                 self.store.blobs.remove(layer.digest)
             raise
         report("done", layer.size, layer.size)
@@ -240,7 +244,7 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
 def _explain(exc: RegistryError, reference: Reference) -> RegistryError:
     """Docker's wording for the usual pull failures."""
     name = reference.familiar_name
-    if exc.status in (401, 403):
+    if exc.status in (401, 403) and exc.code != BAD_CREDENTIALS:
         message = f"pull access denied for {name}, repository does not exist or may require login"
     elif exc.status == 404:
         message = f"manifest for {reference.familiar} not found: {exc.code.lower()}"

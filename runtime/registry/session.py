@@ -17,7 +17,7 @@ import httpx
 
 from runtime.errors import RegistryError
 from runtime.registry.auth import AuthStore, Credentials
-from runtime.registry.bearer import Authorizer, pick_challenge
+from runtime.registry.bearer import BAD_CREDENTIALS, Authorizer, pick_challenge
 from runtime.registry.config import Endpoint, RegistryConfig
 from runtime.registry.transport import Transport, error_for, read_bounded
 
@@ -121,7 +121,7 @@ async def _login_error(response: httpx.Response) -> RegistryError:
     if response.status_code in (401, 403):
         await response.aclose()
         return RegistryError(
-            response.status_code, "UNAUTHORIZED", "login: incorrect username or password"
+            response.status_code, BAD_CREDENTIALS, "login: incorrect username or password"
         )
     return await error_for(response, "login")
 

@@ -30,9 +30,10 @@ async def run_all(jobs: list[Awaitable[None]]) -> None:
             if not task.done():
                 task.cancel()
         await asyncio.wait(tasks)
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+    errors = [task.exception() for task in tasks if not task.cancelled()]
+    for error in errors:  # every one retrieved: no "never retrieved" warnings
+        if error is not None:
+            raise error
 
 
 class _Job:

@@ -117,10 +117,12 @@ class Transport:
 
 
 def _verify(scheme: str, verify: bool, ca_files: tuple[str, ...]) -> ssl.SSLContext | bool:
-    if not verify:
+    # A plain-HTTP origin is an insecure registry: whatever it answers, redirects included,
+    # is only as trustworthy as its digests, so checking the certificate of an HTTPS place
+    # it redirects to would protect nothing (and loading the trust store costs ~100 ms).
+    if not verify or scheme != "https":
         return False
-    # Plain-HTTP origins share the default context: redirects may still lead to HTTPS.
-    return ssl_context(ca_files if scheme == "https" else ())
+    return ssl_context(ca_files)
 
 
 def _origin(url: httpx.URL | str) -> str:

@@ -28,10 +28,18 @@ class EngineProcess:
     def socket_path(self) -> str:
         return str(self.root / "engine.sock")
 
-    def cli(self, *args: str, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 60, **kwargs: object
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "runtime", "--root", str(self.root), *args]
         return subprocess.run(
-            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, **kwargs  # type: ignore[call-overload]
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,  # type: ignore[call-overload]
         )
 
     def keeper_pid(self) -> int | None:

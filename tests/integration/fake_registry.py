@@ -62,7 +62,7 @@ def make_handler(fake: FakeRegistry) -> type[http.server.BaseHTTPRequestHandler]
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             fake.requests.append(("GET", self.path, dict(self.headers)))
             if self.path.startswith("/token"):
                 return self._token()

@@ -135,7 +135,9 @@ def index_of(images: list[tuple[Built, dict[str, str]]]) -> bytes:
     return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}).encode()
 
 
-def write_layout(directory: Path, tag: str, images: list[Built], index: bytes | None = None) -> None:
+def write_layout(
+    directory: Path, tag: str, images: list[Built], index: bytes | None = None
+) -> None:
     """An OCI image layout holding ``images``; ``tag`` names the image, or the ``index`` of
     them when one is given."""
     blobs = directory / "blobs" / "sha256"
@@ -169,5 +171,11 @@ def snapshot_tree(root: Path) -> dict[str, tuple[Any, ...]]:
             body = ("file", hashlib.sha256(path.read_bytes()).hexdigest(), first)
         else:
             body = ("other",)
-        entries[name] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, body)
+        entries[name] = (
+            stat.S_IFMT(st.st_mode),
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            body,
+        )
     return entries

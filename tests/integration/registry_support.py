@@ -76,7 +76,7 @@ class Pki:
 
 def make_pki(directory: Path, common_name: str = "127.0.0.1") -> Pki:
     """A CA, and a certificate it signed for 127.0.0.1 (also usable to sign tokens)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "playground test CA")])
     ca = (
@@ -258,8 +258,14 @@ class TokenServer:
             "jti": uuid.uuid4().hex,
             "access": access,
         }
-        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.pki.cert_der).decode()]}
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        header = {
+            "typ": "JWT",
+            "alg": "RS256",
+            "x5c": [base64.b64encode(self.pki.cert_der).decode()],
+        }
+        signing_input = (
+            f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        )
         signature = self.pki.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64url(signature)}"
 
@@ -281,7 +287,7 @@ def run_token_server(pki: Pki) -> Iterator[TokenServer]:
     class Handler(http.server.BaseHTTPRequestHandler):
         disable_nagle_algorithm = True
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             query = parse_qs(urlsplit(self.path).query)
             token_server.requests.append(query)
             user = None

@@ -196,7 +196,9 @@ def test_rm_refuses_a_running_container_without_force(client: EngineClient) -> N
     asyncio.run(scenario())
 
 
-def test_a_sized_volume_fills_up_with_enospc_inside(client: EngineClient, engine: EngineProcess) -> None:
+def test_a_sized_volume_fills_up_with_enospc_inside(
+    client: EngineClient, engine: EngineProcess
+) -> None:
     created = engine.cli("volume", "create", "--size", "8m", "small")
     assert created.returncode == 0, created.stderr
     code, out = asyncio.run(

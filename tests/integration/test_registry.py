@@ -157,15 +157,13 @@ def test_it_pulls_what_skopeo_pushed_file_by_file(
 
 def test_a_second_pull_fetches_no_layer(store: ImageStore, seeded: str) -> None:
     run_pull(store, seeded)
-    again, events = run_pull(store, seeded)
+    _, events = run_pull(store, seeded)
     layer_events = [e for e in events if e.phase != "pulled"]
     assert {e.phase for e in layer_events} == {"exists"}
     assert len(layer_events) == 3
 
 
-def test_it_pulls_by_digest_without_tagging(
-    tmp_path: Path, store: ImageStore, seeded: str
-) -> None:
+def test_it_pulls_by_digest_without_tagging(tmp_path: Path, store: ImageStore, seeded: str) -> None:
     digest = run_pull(store, seeded)[0].manifest_digest
     fresh = ImageStore(str(tmp_path / "fresh"))
     pulled, _ = run_pull(fresh, seeded.rpartition(":")[0] + "@" + digest)
@@ -199,7 +197,7 @@ def test_platform_option_picks_the_other_manifest(
     assert (pulled.os, pulled.architecture) == ("linux", "arm64")
     assert_layers_match(store, pulled, multi_arch[0]["arm64"])
     assert not store.has_blob(multi_arch[0]["amd64"].layers[0].digest)
-    with pytest.raises(NoMatchingPlatform, match="linux/s390x.*linux/amd64, linux/arm64/v8"):
+    with pytest.raises(NoMatchingPlatform, match=r"linux/s390x.*linux/amd64, linux/arm64/v8"):
         run_pull(store, ref, platform="linux/s390x")
 
 
@@ -273,7 +271,13 @@ def test_tls_and_basic_auth_round_trip(
     asyncio.run(login(tls.host, USER, PASSWORD, auth, config=config))
     assert stat.S_IMODE(os.stat(tmp_path / "auth.json").st_mode) == 0o600
     saved = json.loads((tmp_path / "auth.json").read_text())
-    assert saved == {"auths": {tls.host: {"auth": base64.b64encode(b"%s:%s" % (USER.encode(), PASSWORD.encode())).decode()}}}
+    assert saved == {
+        "auths": {
+            tls.host: {
+                "auth": base64.b64encode(b"%s:%s" % (USER.encode(), PASSWORD.encode())).decode()
+            }
+        }
+    }
 
     run_pull(store, seeded)
     target = f"{tls.host}/secure/img:v1"
@@ -332,9 +336,11 @@ def test_skopeo_pushes_to_tls_and_credentials_never_show(
 def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, TokenServer]]:
     directory = tmp_path_factory.mktemp("token")
     pki = make_pki(directory / "pki")
-    with run_token_server(pki) as server:
-        with run_registry(directory / "registry", auth=server.auth_config()) as registry:
-            yield registry, server
+    with (
+        run_token_server(pki) as server,
+        run_registry(directory / "registry", auth=server.auth_config()) as registry,
+    ):
+        yield registry, server
 
 
 def test_token_auth_push_pull_and_login(
@@ -361,7 +367,7 @@ def test_token_auth_push_pull_and_login(
     assert_layers_match(anonymous, pulled, image[0])
     assert len(server.requests) == 1  # one token for the manifest, config and three layers
     assert "account" not in server.requests[0]
-    with pytest.raises(RegistryError, match="pull access denied for .*private/img"):
+    with pytest.raises(RegistryError, match=r"pull access denied for .*private/img"):
         run_pull(anonymous, f"{registry.host}/private/img:v1")
 
     private = ImageStore(str(tmp_path / "private"))

@@ -70,7 +70,7 @@ def test_piped_pull_prints_one_line_per_phase(
 def test_terminal_pull_redraws_layer_lines_in_place(
     tmp_path: Path, fake: tuple[FakeRegistry, Built]
 ) -> None:
-    registry, built = fake
+    registry, _ = fake
     out = Terminal()
     ref = f"{registry.host}/test/img:v1"
     cli.pull_command(parse(cli.add_pull_arguments, ref), str(tmp_path), out=out)
@@ -79,10 +79,8 @@ def test_terminal_pull_redraws_layer_lines_in_place(
     assert "Downloading [" in text or "Pull complete" in text
 
 
-def test_push_login_and_logout_commands(
-    tmp_path: Path, fake: tuple[FakeRegistry, Built]
-) -> None:
-    registry, built = fake
+def test_push_login_and_logout_commands(tmp_path: Path, fake: tuple[FakeRegistry, Built]) -> None:
+    registry, _ = fake
     root = str(tmp_path / "root")
     ref = f"{registry.host}/test/img:v1"
     cli.pull_command(parse(cli.add_pull_arguments, "-q", ref), root, out=io.StringIO())

@@ -5,7 +5,9 @@ pulls of one image share their downloads."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +15,26 @@ from typing import Any
 
 import pytest
 
-from runtime.errors import BlobSizeMismatch, DigestMismatch, InvalidImage, RegistryError
+from runtime.errors import (
+    BlobSizeMismatch,
+    DigestMismatch,
+    InvalidImage,
+    InvalidLayer,
+    RegistryError,
+)
 from runtime.image.store import Image, ImageStore
 from runtime.registry import RegistryConfig, RegistryHost, pull
 from runtime.registry.pull import pull_image
 from tests.integration.fake_registry import FakeRegistry, run_fake_registry
-from tests.integration.oci_layouts import Built, build_image, make_layer, make_tree
+from tests.integration.oci_layouts import (
+    Built,
+    Layer,
+    build_image,
+    compress,
+    digest_of,
+    make_layer,
+    make_tree,
+)
 
 pytestmark = pytest.mark.registry
 FAST = RegistryConfig(retries=2, backoff=0.01, read_timeout=0.3, connect_timeout=1.0)
@@ -159,7 +175,7 @@ def test_schema1_is_refused(store: ImageStore, fake: FakeRegistry) -> None:
 
 
 def test_an_unknown_tag_says_so(store: ImageStore, fake: FakeRegistry) -> None:
-    with pytest.raises(RegistryError, match="manifest for .*:nope not found") as info:
+    with pytest.raises(RegistryError, match=r"manifest for .*:nope not found") as info:
         pull_from(store, f"{fake.host}/{REPO}:nope")
     assert info.value.status == 404
 
@@ -188,7 +204,9 @@ def test_a_failing_mirror_falls_back_to_the_registry(
 def test_a_mirror_serves_first(store: ImageStore, fake: FakeRegistry, built: Built) -> None:
     with run_fake_registry(FakeRegistry()) as mirror:
         mirror.add_image(REPO, "v1", built)
-        config = RegistryConfig(hosts=(RegistryHost(fake.host, mirrors=(f"http://{mirror.host}",)),))
+        config = RegistryConfig(
+            hosts=(RegistryHost(fake.host, mirrors=(f"http://{mirror.host}",)),)
+        )
         pull_from(store, f"{fake.host}/{REPO}:v1", config)
     assert mirror.count("GET", "blobs/") == 2
     assert fake.requests == []
@@ -211,3 +229,30 @@ def test_concurrent_pulls_share_downloads(
     assert fake.count("GET", "blobs/" + layer_of(built)) == 1
     for events in (first, second):
         assert "done" in [e.phase for e in events if e.digest == layer_of(built)]
+
+
+def test_a_hostile_layer_with_good_digests_leaves_nothing(
+    tmp_path: Path, store: ImageStore, fake: FakeRegistry
+) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("../../escape")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    raw = buffer.getvalue()
+    layer = Layer(tmp_path, "gzip", compress(raw, "gzip"), digest_of(raw))
+    fake.add_image(REPO, "evil", build_image([layer]))
+    with pytest.raises(InvalidLayer, match="outside the layer"):
+        pull_from(store, f"{fake.host}/{REPO}:evil")
+    assert_store_empty(store)
+    assert not (tmp_path / "escape").exists()
+
+
+def test_a_wrong_config_is_refused_before_any_layer(
+    store: ImageStore, fake: FakeRegistry, built: Built
+) -> None:
+    fake.blob_modes[digest_of(built.config)] = "wrong-digest"
+    with pytest.raises(DigestMismatch, match="image config"):
+        pull_from(store, f"{fake.host}/{REPO}:v1")
+    assert fake.count("GET", "blobs/" + layer_of(built)) == 0
+    assert_store_empty(store)

@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,9 +25,12 @@ from runtime.cli.context import Context
 from runtime.cli.options import build_options, parse_memory
 from runtime.cli.records import image_user, volume_user
 from runtime.cli.status import error_line, mark_from_daemon, start_failure_status
+from runtime.cli.stdio import Proxy
+from runtime.cli.wire import Channel
 from runtime.config import DEFAULT_ROOT, EngineConfig
 from runtime.container.model import RunOptions
 from runtime.errors import ContainerRuntimeError, InvalidArgument
+from runtime.supervisor import protocol
 from tests.unit.fake_engine import FakeEngine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -275,6 +279,55 @@ def test_error_lines_say_where_the_error_came_from() -> None:
     daemon = mark_from_daemon(ContainerRuntimeError("no such image: nope"))
     assert error_line(daemon) == "Error response from daemon: no such image: nope"
     assert error_line(InvalidArgument("size", "bad\nvalue")) == "Error: size: bad value"
+
+
+# -- the stdio proxy ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(10)
+def test_frames_that_came_with_the_reply_line_are_not_left_waiting(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(
+            protocol.dumps({"ok": True, "result": {"tty": False}})
+            + protocol.frame(protocol.STDOUT, b"out\n")
+            + protocol.frame(protocol.STDERR, b"err\n")
+            + protocol.frame(protocol.EXIT, b"3")
+        )
+        channel = Channel(ours)
+        assert json.loads(channel.readline())["ok"]
+        proxy = Proxy(channel, stdin=False, tty=False)
+        with proxy.installed():
+            assert proxy.pump() == 3
+    assert capfd.readouterr() == ("out\n", "err\n")
+
+
+@pytest.mark.timeout(10)
+def test_attach_detaches_at_the_end_of_stdin_once_the_scrollback_is_out(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    ours, theirs = socket.socketpair()
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        with ours, theirs:
+            theirs.sendall(
+                protocol.frame(protocol.STDOUT, b"scrollback\n")
+                + protocol.frame(protocol.REPLAY_DONE, b"")
+            )
+            proxy = Proxy(Channel(ours), stdin=True, tty=False, detach_on_eof=True)
+            with proxy.installed():
+                assert proxy.pump() is None
+            assert proxy.detached
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read_end)
+    assert capfd.readouterr().out == "scrollback\n"
 
 
 # -- records --------------------------------------------------------------------------------

@@ -185,6 +185,8 @@ def test_save_refuses_a_corrupt_blob_and_leaves_no_file(store: ImageStore, tmp_p
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("out.tar")] == []
     with pytest.raises(ImageNotFound):
         save(store, ["nothere"], str(tmp_path / "out.tar"))
+    with pytest.raises(InvalidArchive, match="cannot write"):
+        save(store, ["busybox"], str(tmp_path / "no" / "such" / "dir.tar"))
 
 
 def test_load_reads_an_old_docker_save(store: ImageStore) -> None:

@@ -19,6 +19,7 @@ from runtime.errors import (
     ImageConflict,
     ImageInUse,
     ImageNotFound,
+    ImageStoreError,
     InvalidDigest,
     InvalidImage,
     InvalidLayer,
@@ -48,6 +49,11 @@ def _tmp_leftovers(store: ImageStore) -> list[str]:
 
 
 # -- blobs --------------------------------------------------------------------------------------
+
+
+def test_its_directories_are_private(store: ImageStore) -> None:
+    for sub in ("", "layers", "tmp", "blobs/sha256"):
+        assert os.stat(os.path.join(store.images_dir, sub)).st_mode & 0o077 == 0
 
 
 def test_it_stores_blobs_by_digest_and_verifies_them_on_read(store: ImageStore) -> None:
@@ -82,6 +88,14 @@ def test_it_verifies_streamed_reads_at_the_end(store: ImageStore) -> None:
 def test_it_refuses_malformed_digests(store: ImageStore, digest: str) -> None:
     with pytest.raises(InvalidDigest):
         store.has_blob(digest)
+
+
+def test_filesystem_failures_are_runtime_errors(store: ImageStore) -> None:
+    tmp = Path(store.images_dir, "tmp")
+    tmp.rmdir()
+    tmp.write_bytes(b"not a directory")
+    with pytest.raises(ImageStoreError, match="Not a directory"):
+        store.put_blob(b"data")
 
 
 def test_it_reports_missing_blobs(store: ImageStore) -> None:
@@ -153,8 +167,12 @@ def test_it_unpacks_once_when_processes_race(store: ImageStore) -> None:
     assert _tmp_leftovers(store) == []
 
 
-def test_it_checks_the_diff_id_of_a_layer(store: ImageStore) -> None:
+def test_it_checks_the_diff_id_of_a_layer_and_keeps_no_wrong_one(store: ImageStore) -> None:
     digest = store.put_blob(gz(BASE))
+    with pytest.raises(DigestMismatch, match="diff_id"):
+        store.ensure_layer(digest, expected_diff_id=sha256(APP))
+    assert os.listdir(os.path.join(store.images_dir, "layers")) == []
+    store.ensure_layer(digest)
     with pytest.raises(DigestMismatch, match="diff_id"):
         store.ensure_layer(digest, expected_diff_id=sha256(APP))
 
@@ -371,7 +389,27 @@ def test_an_image_in_use_is_not_removed_without_force(store: ImageStore, image: 
     assert store.remove("busybox", force=True, in_use=in_use)[-1] == f"Deleted: {image.id}"
     assert os.path.isdir(store.layers.path(sha256(BASE)))  # the container still needs it
     assert store.gc(keep_images={image.id}).layers == []
-    assert sorted(store.gc().layers) == sorted([sha256(BASE), sha256(APP)])
+    assert sorted(store.gc(keep_images=set()).layers) == sorted([sha256(BASE), sha256(APP)])
+
+
+def test_layers_of_an_image_removed_while_in_use_survive_other_removals(
+    store: ImageStore,
+) -> None:
+    used = add_image(store, [BASE, APP], tags=["used"])
+    other = add_image(store, [BASE], tags=["other"])
+
+    def in_use(image_id: str) -> str | None:
+        return "c0ffee" * 10 if image_id == used.id else None
+
+    store.remove("used", force=True, in_use=in_use)
+    assert store.remove("other", in_use=in_use) == [
+        "Untagged: other:latest",
+        f"Deleted: {other.id}",
+    ]
+    assert all(os.path.isdir(store.layers.path(d)) for d in used.layers)
+    assert store.gc(keep_images={used.id}).layers == []
+    assert store.gc().layers == []  # containers unknown: kept
+    assert sorted(store.gc(keep_images=set()).layers) == sorted(used.layers)
 
 
 def test_an_id_tagged_in_several_repositories_needs_force(store: ImageStore, image: Image) -> None:

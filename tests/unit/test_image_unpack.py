@@ -186,6 +186,12 @@ def test_it_replaces_a_file_by_a_later_entry(jail: Jail) -> None:
     assert os.readlink(jail.dest / "f") == "elsewhere"
 
 
+def test_a_later_entry_never_writes_through_a_hardlink(jail: Jail) -> None:
+    jail.unpack(tar(file("a", b"original\n"), hardlink("b", "a"), file("b", b"replaced\n")))
+    assert (jail.dest / "a").read_bytes() == b"original\n"
+    assert (jail.dest / "b").read_bytes() == b"replaced\n"
+
+
 def test_it_refuses_an_existing_destination(jail: Jail) -> None:
     jail.dest.mkdir()
     with pytest.raises(InvalidLayer, match="already exists"):

@@ -100,7 +100,9 @@ def test_a_full_host_queues_starts_and_admits_them_in_order(memory_live: MemoryL
     with pytest.raises(AtCapacity) as still:
         services.lab_start(owner=third, image_slug="busybox", client_address="x", ticket="t2")
     assert still.value.position == 2
-    lab = services.lab_start(owner=OTHER_ANON, image_slug="busybox", client_address="x", ticket="t1")
+    lab = services.lab_start(
+        owner=OTHER_ANON, image_slug="busybox", client_address="x", ticket="t1"
+    )
     assert lab.is_active
     assert memory_live.queue_position("t2") == 1
 

@@ -4,27 +4,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Image',
+            name="Image",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(help_text='Used in links: /labs/new?image=<slug>', unique=True)),
-                ('reference', models.CharField(help_text="The engine's image reference", max_length=255)),
-                ('title', models.CharField(max_length=100)),
-                ('description', models.CharField(blank=True, max_length=255)),
-                ('shell', models.CharField(default='/bin/sh', max_length=100)),
-                ('enabled', models.BooleanField(default=True)),
-                ('position', models.PositiveIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "slug",
+                    models.SlugField(
+                        help_text="Used in links: /labs/new?image=<slug>", unique=True
+                    ),
+                ),
+                (
+                    "reference",
+                    models.CharField(help_text="The engine's image reference", max_length=255),
+                ),
+                ("title", models.CharField(max_length=100)),
+                ("description", models.CharField(blank=True, max_length=255)),
+                ("shell", models.CharField(default="/bin/sh", max_length=100)),
+                ("enabled", models.BooleanField(default=True)),
+                ("position", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'ordering': ('position', 'slug'),
+                "ordering": ("position", "slug"),
             },
         ),
     ]

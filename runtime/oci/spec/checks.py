@@ -8,6 +8,7 @@ JSON ``null`` counts as absent, as it does for the Go structs of the reference r
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NoReturn
@@ -25,6 +26,16 @@ ID_MAX = 2**32 - 2
 
 NOT_SUPPORTED = "not supported by playground"
 UNKNOWN_FIELD = "unknown field, not supported by playground"
+# Properties the OCI spec does not define are ignored with a warning (the spec says a runtime
+# MUST NOT fail on them); fields it defines that we do not implement are errors.
+UNKNOWN_WARNINGS: contextvars.ContextVar[list[str]] = contextvars.ContextVar("unknown_fields")
+
+
+def _unknown(field: str) -> None:
+    warnings = UNKNOWN_WARNINGS.get(None)
+    if warnings is None:
+        fail(field, UNKNOWN_FIELD)
+    warnings.append(f"{field}: unknown property, ignored")
 
 
 def fail(field: str, reason: str) -> NoReturn:
@@ -51,7 +62,8 @@ def obj(fields: Mapping[str, Check], required: tuple[str, ...] = ()) -> Check:
         for key, entry in value.items():
             field = fields.get(key)
             if field is None:
-                fail(child(path, key), UNKNOWN_FIELD)
+                _unknown(child(path, key))
+                continue
             if entry is not None:
                 field(entry, prefix + key)
 

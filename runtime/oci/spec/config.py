@@ -11,6 +11,7 @@ from typing import Any
 
 from runtime.errors import InvalidSpec
 from runtime.oci.spec.checks import (
+    UNKNOWN_WARNINGS,
     absolute_path,
     boolean,
     environment,
@@ -91,14 +92,19 @@ def validate(config: dict[str, Any]) -> list[str]:
     first bad field; returns warnings about settings that are accepted but ignored."""
     if type(config) is not dict:
         fail("config.json", "must be a JSON object")
-    _CONFIG(config, "")
+    unknown: list[str] = []
+    token = UNKNOWN_WARNINGS.set(unknown)
+    try:
+        _CONFIG(config, "")
+    finally:
+        UNKNOWN_WARNINGS.reset(token)
     if not config["root"]["path"]:
         fail("root.path", "must not be empty")
     linux = config.get("linux") or {}
     namespaces = namespace_paths(linux)
     check_namespace_rules(config, namespaces)
     check_sysctls(linux, namespaces)
-    return process_warnings(config["process"]) + linux_warnings(linux)
+    return unknown + process_warnings(config["process"]) + linux_warnings(linux)
 
 
 def validate_process(process: dict[str, Any]) -> list[str]:

@@ -42,6 +42,7 @@ _MEMORY_FIELDS = obj(
         "swappiness": integer(0, 100),
         "disableOOMKiller": boolean,
         "useHierarchy": boolean,
+        "checkBeforeUpdate": unsupported(),
     }
 )
 
