@@ -22,9 +22,9 @@ Runs as root; installs crun, runc and podman from Debian when missing. Everythin
 temporary directory that is removed at the end, with a private engine root and daemon; only
 processes started here are stopped (by PID). The bench runs in its own mount namespace (a slave
 of the host's): on hybrid cgroup hosts it hides the cgroup2 controller list from crun there
-(see bench/common.py), and podman's blob-info cache under /var/lib/containers is redirected
-into the temporary directory. The engine daemon is started before that, in the host's
-namespace, so ours runs exactly as deployed.
+(see bench/common.py); for podman, /var/lib/containers (its blob-info cache) is redirected
+into the temporary directory and /run (crun's states) is a tmpfs. The engine daemon is started
+before that, in the host's namespace, so ours runs exactly as deployed.
 """
 
 from __future__ import annotations

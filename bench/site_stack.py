@@ -98,8 +98,13 @@ class Browser:
             body = {**body, "csrfmiddlewaretoken": self.cookies.get("csrftoken", "")}
             data = "&".join(f"{k}={v}" for k, v in body.items())
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        self.conn.request(method, path, body=data, headers=headers)
-        response = self.conn.getresponse()
+        try:
+            self.conn.request(method, path, body=data, headers=headers)
+            response = self.conn.getresponse()
+        except (ConnectionError, http.client.RemoteDisconnected):
+            self.conn.close()  # daphne closed the idle keep-alive connection: reconnect
+            self.conn.request(method, path, body=data, headers=headers)
+            response = self.conn.getresponse()
         content = response.read()
         for header in response.headers.get_all("Set-Cookie") or []:
             name, _, rest = header.partition("=")

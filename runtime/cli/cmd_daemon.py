@@ -7,6 +7,7 @@ import logging
 import os
 
 from runtime.cli.context import Context
+from runtime.errors import InvalidArgument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +19,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     from runtime.supervisor.daemon import Daemon
 
+    if ctx.answering():
+        raise InvalidArgument("daemon", f"a daemon is already serving {ctx.socket_path}")
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

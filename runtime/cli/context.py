@@ -62,11 +62,11 @@ class Context:
         lock = os.open(os.path.join(self.root, DAEMON_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if self._answers():
+            if self.answering():
                 return
             process = self._spawn_daemon()
             deadline = time.monotonic() + START_TIMEOUT
-            while not self._answers():
+            while not self.answering():
                 if process.poll() is not None or time.monotonic() > deadline:
                     reason = "exited" if process.returncode is not None else "did not answer"
                     log = os.path.join(self.root, DAEMON_LOG)
@@ -91,7 +91,8 @@ class Context:
                 env=env,
             )
 
-    def _answers(self) -> bool:
+    def answering(self) -> bool:
+        """Whether a daemon answers a ping on this root's socket."""
         from runtime.cli.wire import WireClient
 
         try:

@@ -27,8 +27,9 @@ MASKED_FILES = (
 )  # fmt: skip
 MASKED_DIRS = ("/proc/acpi", "/proc/scsi", "/proc/asound", "/sys/firmware")
 STANDARD_DEV = (
-    "fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero".split()
-)
+    "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
+    "tty", "urandom", "zero",
+)  # fmt: skip
 
 SCRIPT = r"""
 wb() {  # write back what a file holds: harmless if the write were allowed
@@ -39,7 +40,8 @@ umount /proc/keys 2>/dev/null && echo umount_mask=OK || echo umount_mask=DENIED
 umount -l /proc/sys 2>/dev/null && echo umount_proc_sys=OK || echo umount_proc_sys=DENIED
 umount -l /sys/fs/cgroup 2>/dev/null && echo umount_cgroup=OK || echo umount_cgroup=DENIED
 for f in MASKED_FILES; do
-  if [ -e /proc/$f ]; then echo masked_$f=$(cat /proc/$f 2>/dev/null | wc -c); else echo masked_$f=ABSENT; fi
+  if [ -e /proc/$f ]; then echo masked_$f=$(cat /proc/$f 2>/dev/null | wc -c)
+  else echo masked_$f=ABSENT; fi
 done
 for d in MASKED_DIRS; do echo "entries_$(basename $d)=$(ls -A $d 2>/dev/null | wc -l)"; done
 wb core_pattern /proc/sys/kernel/core_pattern
@@ -53,7 +55,8 @@ echo binfmt_entries=$(ls -A /proc/sys/fs/binfmt_misc 2>/dev/null | wc -l)
 wb rcu_expedited /sys/kernel/rcu_expedited
 wb profiling /sys/kernel/profiling
 wb uevent_helper /sys/kernel/uevent_helper
-echo kernel_fs_entries=$(find /sys/kernel/debug /sys/kernel/tracing /sys/kernel/security -mindepth 1 2>/dev/null | wc -l)
+echo kernel_fs_entries=$(find /sys/kernel/debug /sys/kernel/tracing /sys/kernel/security \
+  -mindepth 1 2>/dev/null | wc -l)
 echo kallsyms_addresses=$(cut -d' ' -f1 /proc/kallsyms | sort -u | tr '\n' ,)
 wb cg_memory_limit /sys/fs/cgroup/memory/memory.limit_in_bytes
 wb cg_memsw_limit /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes
@@ -62,7 +65,8 @@ wb cg_cpu_quota /sys/fs/cgroup/cpu/cpu.cfs_quota_us
 wb cg_notify /sys/fs/cgroup/memory/notify_on_release
 wb cg_devices_allow /sys/fs/cgroup/devices/devices.allow
 wb cg_unified_procs /sys/fs/cgroup/unified/cgroup.procs
-(echo $$ > /sys/fs/cgroup/pids/cgroup.procs) 2>/dev/null && echo cg_procs=WRITTEN || echo cg_procs=DENIED
+(echo $$ > /sys/fs/cgroup/pids/cgroup.procs) 2>/dev/null && echo cg_procs=WRITTEN \
+  || echo cg_procs=DENIED
 echo release_agents=$(find /sys/fs/cgroup -name release_agent 2>/dev/null | wc -l)
 for f in $(find /sys/fs/cgroup -name release_agent 2>/dev/null); do wb release_agent $f; done
 mkdir /sys/fs/cgroup/memory/pg-escape 2>/dev/null && echo cg_mkdir=OK || echo cg_mkdir=DENIED

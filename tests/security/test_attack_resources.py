@@ -143,7 +143,7 @@ def test_filling_dev_stops_at_64_kib(fills: dict[str, str]) -> None:
 
 
 def test_tmp_is_part_of_the_limited_writable_layer(fills: dict[str, str]) -> None:
-    fstype, blocks, size = fills["tmp_fs"].split()
+    _fstype, blocks, size = fills["tmp_fs"].split()
     assert fills["tmp_fs"] == fills["root_fs"]
     assert int(blocks) * int(size) <= PROFILE.rootfs_size  # type: ignore[operator]
 
