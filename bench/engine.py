@@ -684,7 +684,7 @@ def memory_line(name: str, n: int, m: Memory) -> str:
 
 def container_cgroups(pid: int, cid: str) -> set[str]:
     """The cgroup directories of container ``cid``'s init, in every hierarchy mounted here."""
-    out = set()
+    out: set[str] = set()
     mounts = cgroup_mounts()
     try:
         with open(f"/proc/{pid}/cgroup") as f:

@@ -237,10 +237,8 @@ class Keeper:
         elif key.data == "wake":
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 512)
-        else:
-            conn = key.fileobj
-            if isinstance(conn, socket.socket):
-                self._serve_one(conn)
+        elif isinstance(key.fileobj, socket.socket):
+            self._serve_one(key.fileobj)
 
     def _serve_one(self, conn: socket.socket) -> None:
         try:

@@ -201,7 +201,7 @@ def test_a_sized_volume_fills_up_with_enospc_inside(
 ) -> None:
     created = engine.cli("volume", "create", "--size", "8m", "small")
     assert created.returncode == 0, created.stderr
-    code, out = asyncio.run(
+    _code, out = asyncio.run(
         _run(
             client,
             "sh",
