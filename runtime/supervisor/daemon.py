@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -33,7 +34,25 @@ class Daemon:
         self.engine = Engine(config)
         self.server: asyncio.AbstractServer | None = None
 
+    def _lock(self) -> None:
+        """One daemon per root: a second one would take over the socket and the keeper."""
+        os.makedirs(self.config.root, mode=0o711, exist_ok=True)
+        self._lock_fd = os.open(
+            os.path.join(self.config.root, "daemon.pid.lock"),
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise errors.DaemonUnavailable(
+                self.config.socket_path, "another daemon is already running for this root"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, str(os.getpid()).encode())
+
     async def serve(self) -> None:
+        self._lock()
         await self.engine.open()
         path = self.config.socket_path
         with contextlib.suppress(FileNotFoundError):
