@@ -29,6 +29,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 LABEL_SITE = "playground.site"
+READ_AHEAD = 16  # frames of output read ahead of the WebSocket
+COALESCE = 256 * 1024  # bytes handed over at most per read
 LABEL_LAB = "playground.lab"
 LABEL_INSTANCE = "playground.instance"
 
@@ -110,18 +112,42 @@ def _state(info: ContainerInfo) -> ContainerState:
 
 
 class _RuntimeTerminal:
+    """An ``AttachStream`` read ahead by a task into a small bounded queue, so that ``read``
+    can hand over everything already there in one piece: the PTY gives a few KiB per read,
+    and each WebSocket message costs far more than its bytes. The bound keeps the engine's
+    backpressure."""
+
     def __init__(self, stream: AttachStream, container_id: str) -> None:
         self._stream = stream
         self._id = container_id
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(READ_AHEAD)
+        self._pulling: asyncio.Task[None] | None = None
         self.exit_code: int | None = None
 
-    async def read(self) -> bytes | None:
-        with _translated(f"read from {self._id}"):
-            chunk = await self._stream.read()
-        if chunk is None:
+    async def _pull(self) -> None:
+        try:
+            while (chunk := await self._stream.read()) is not None:
+                await self._queue.put(chunk[1])
+        finally:
             self.exit_code = self._stream.exit_code
+            await self._queue.put(None)
+
+    async def read(self) -> bytes | None:
+        if self._pulling is None:
+            self._pulling = asyncio.ensure_future(self._pull())
+        data = await self._queue.get()
+        if data is None:
+            self._queue.put_nowait(None)  # every later read sees the end too
             return None
-        return chunk[1]
+        parts, size = [data], len(data)
+        while size < COALESCE and not self._queue.empty():
+            more = self._queue.get_nowait()
+            if more is None:
+                self._queue.put_nowait(None)
+                break
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts) if len(parts) > 1 else data
 
     async def write(self, data: bytes) -> None:
         with _translated(f"write to {self._id}"), contextlib.suppress(ConnectionError):
@@ -132,6 +158,8 @@ class _RuntimeTerminal:
             await self._stream.resize(rows, cols)
 
     async def close(self) -> None:
+        if self._pulling is not None:
+            self._pulling.cancel()
         await self._stream.close()
 
 

@@ -420,3 +420,145 @@ def bpf_prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
 
 def bpf_prog_get_fd_by_id(prog_id: int) -> int:
     return bpf(BPF_PROG_GET_FD_BY_ID, struct.pack("=III", prog_id, 0, 0))
+
+
+# --- the new mount API and idmapped mounts ---------------------------------------------------
+# Groundwork for user namespaces by default (docs/security.md): an image layer is shared by
+# every container and owned by host root; an idmapped clone of it shows each container its
+# files as owned by that container's own range of host uids, without copying anything.
+# These system calls have the same numbers on every architecture (the generic table).
+
+_MOUNT_API_NR = {
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "mount_setattr": 442,
+}
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+FSOPEN_CLOEXEC = 1
+FSMOUNT_CLOEXEC = 1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_SET_FD = 5
+FSCONFIG_CMD_CREATE = 6
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x00100000
+_MOUNT_ATTR_SIZE = 32  # struct mount_attr: attr_set, attr_clr, propagation, userns_fd
+
+
+def _mount_api(name: str, *args: object, path: str | None = None) -> int:
+    return _check(_libc.syscall(ctypes.c_long(_MOUNT_API_NR[name]), *args), name, path)
+
+
+def open_tree(
+    path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC, dirfd: int = AT_FDCWD
+) -> int:
+    """A detached copy of the mount tree at ``path`` (with OPEN_TREE_CLONE); an fd."""
+    return _mount_api("open_tree", ctypes.c_int(dirfd), _b(path), ctypes.c_uint(flags), path=path)
+
+
+def mount_setattr(
+    fd: int,
+    attr_set: int,
+    attr_clr: int = 0,
+    propagation: int = 0,
+    userns_fd: int = 0,
+    flags: int = AT_EMPTY_PATH,
+) -> None:
+    attr = struct.pack("=QQQQ", attr_set, attr_clr, propagation, userns_fd)
+    buf = ctypes.create_string_buffer(attr, _MOUNT_ATTR_SIZE)
+    _mount_api("mount_setattr", ctypes.c_int(fd), b"", ctypes.c_uint(flags), buf, _MOUNT_ATTR_SIZE)
+
+
+def fsopen(fstype: str, flags: int = FSOPEN_CLOEXEC) -> int:
+    return _mount_api("fsopen", _b(fstype), ctypes.c_uint(flags), path=fstype)
+
+
+def fsconfig(
+    fd: int, cmd: int, key: str | None = None, value: str | None = None, aux: int = 0
+) -> None:
+    _mount_api(
+        "fsconfig",
+        ctypes.c_int(fd),
+        ctypes.c_uint(cmd),
+        _b(key),
+        _b(value),
+        ctypes.c_int(aux),
+        path=key,
+    )
+
+
+def fsmount(fd: int, attrs: int = 0, flags: int = FSMOUNT_CLOEXEC) -> int:
+    return _mount_api("fsmount", ctypes.c_int(fd), ctypes.c_uint(flags), ctypes.c_uint(attrs))
+
+
+def move_mount(
+    from_fd: int, to_path: str, *, from_path: str = "", flags: int = MOVE_MOUNT_F_EMPTY_PATH
+) -> None:
+    """Attach the detached mount ``from_fd`` at ``to_path``."""
+    _mount_api(
+        "move_mount",
+        ctypes.c_int(from_fd),
+        _b(from_path),
+        ctypes.c_int(AT_FDCWD),
+        _b(to_path),
+        ctypes.c_uint(flags),
+        path=to_path,
+    )
+
+
+def idmapped_tree(path: str, userns_fd: int) -> int:
+    """A detached clone of the mount at ``path`` whose owners read through the id mapping of
+    the user namespace ``userns_fd``; an fd (for ``lowerdir+`` or ``move_mount``)."""
+    fd = open_tree(path)
+    try:
+        mount_setattr(fd, MOUNT_ATTR_IDMAP, userns_fd=userns_fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def userns_fd(base: int, count: int = 65536) -> int:
+    """An fd of a new user namespace mapping 0..count-1 to host ``base``..``base+count-1``
+    (uids and gids), owned by ``base``: it exists only to describe the mapping, held by a
+    child that leaves at once."""
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setresgid(base, base, base)
+            os.setresuid(base, base, base)
+            ok = _libc.unshare(CLONE_NEWUSER) == 0
+            os.write(ready_w, b"1" if ok else b"0")
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError(1, "userns_fd: the child could not create a user namespace")
+        for name, text in (
+            ("uid_map", f"0 {base} {count}\n"),
+            ("setgroups", "deny"),
+            ("gid_map", f"0 {base} {count}\n"),
+        ):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(go_w)
+        os.waitpid(pid, 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 from runtime.cli.context import Context
 from runtime.errors import InvalidArgument
@@ -25,6 +24,5 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    os.makedirs(ctx.root, mode=0o700, exist_ok=True)
     asyncio.run(Daemon(ctx.config).serve())
     return 0

@@ -58,7 +58,7 @@ class Context:
         """
         import fcntl
 
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        os.makedirs(self.root, mode=0o711, exist_ok=True)  # as the daemon makes it
         lock = os.open(os.path.join(self.root, DAEMON_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -210,16 +210,16 @@ def test_only_loopback_exists_and_there_is_no_route_out(got: dict[str, str]) -> 
 
 NEIGHBOUR = (
     "echo secret > /dev/shm/neighbour-secret;"
-    " /probe/probe listen-tcp any 8080 8 > /tmp/tcp &"
-    " /probe/probe listen-abstract pg-neighbour 8 > /tmp/abstract &"
-    " sleep 9; sed 's/^/tcp_/' /tmp/tcp; sed 's/^/unix_/' /tmp/abstract; echo over=1; sleep 600"
+    " /probe/probe listen-tcp any 8080 5 > /tmp/tcp &"
+    " /probe/probe listen-abstract pg-neighbour 5 > /tmp/abstract &"
+    " sleep 6; sed 's/^/tcp_/' /tmp/tcp; sed 's/^/unix_/' /tmp/abstract; echo over=1; sleep 600"
 )
 VISITOR = """
 /probe/probe connect 127.0.0.1 8080 | sed 's/^/v4_/'
 /probe/probe connect ::1 8080 | sed 's/^/v6_/'
 /probe/probe abstract pg-neighbour | sed 's/^/unix_/'
 echo shm=$(ls /dev/shm | grep -c neighbour)
-echo sleepers=$(ps -o args | grep -c '^sleep 9$')
+echo sleepers=$(ps -o args | grep -c '^sleep 6$')
 echo done=1
 """
 
@@ -227,7 +227,7 @@ echo done=1
 @pytest.fixture(scope="module")
 def neighbours(attacker: Attacker) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     with attacker.started(NEIGHBOUR) as first:
-        time.sleep(1.5)
+        time.sleep(1.0)
         visitor = attacker.run(VISITOR)
         assert visitor.values.get("done") == "1", str(visitor)
         deadline = time.monotonic() + 20

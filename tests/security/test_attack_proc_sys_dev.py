@@ -229,9 +229,9 @@ def test_proc_pid_exe_of_the_runtime_is_never_writable(attacker: Attacker) -> No
     # CVE-2019-5736: while `exec` joins the container, a process of the container races to
     # open /proc/<pid>/exe of the runtime and rewrite the host's interpreter. The runtime runs
     # from a sealed memfd and is not dumpable: nothing it runs can be opened, let alone written.
-    with attacker.started("exec /probe/probe exewatch 8") as cid:
-        time.sleep(1.0)
-        execs = [attacker.exec(cid, "true") for _ in range(8)]
+    with attacker.started("exec /probe/probe exewatch 5") as cid:
+        time.sleep(0.5)
+        execs = [attacker.exec(cid, "true") for _ in range(6)]
         assert all(e.code == 0 for e in execs), str(execs[0])
         attacker.wait(cid, timeout=60)
         outcome = attacker.logs(cid)

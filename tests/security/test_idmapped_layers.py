@@ -1,0 +1,106 @@
+"""The ground user namespaces by default will stand on (docs/security.md): one image layer,
+owned by host root, shared by two overlays through idmapped mounts, each showing it owned by
+its own container's range of host uids. Nothing is copied; the layer never changes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime import linux
+
+pytestmark = pytest.mark.root
+
+FIRST, SECOND = 1 << 30, (1 << 30) + 65536  # two containers' ranges
+PASSWD = "root:x:0:0:root:/root:/bin/sh\n"
+
+
+@pytest.fixture
+def layer(tmp_path: Path) -> Path:
+    root = tmp_path / "layer"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text(PASSWD)
+    (root / "home/user").mkdir(parents=True)
+    os.chown(root / "home/user", 1000, 1000)
+    return root
+
+
+def _overlay(layer: Path, base: int, where: Path) -> Path:
+    upper, work, merged = where / "upper", where / "work", where / "merged"
+    for path in (upper, work, merged):
+        path.mkdir(parents=True)
+    os.chown(upper, base, base)  # the container's "/" belongs to its root
+    ns = linux.userns_fd(base)
+    lower = linux.idmapped_tree(str(layer), ns)
+    fs = linux.fsopen("overlay")
+    try:
+        linux.fsconfig(fs, linux.FSCONFIG_SET_FD, "lowerdir+", aux=lower)
+        linux.fsconfig(fs, linux.FSCONFIG_SET_STRING, "upperdir", str(upper))
+        linux.fsconfig(fs, linux.FSCONFIG_SET_STRING, "workdir", str(work))
+        linux.fsconfig(fs, linux.FSCONFIG_CMD_CREATE)
+        mnt = linux.fsmount(fs, linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOSUID)
+        try:
+            linux.move_mount(mnt, str(merged))
+        finally:
+            os.close(mnt)
+    finally:
+        for fd in (fs, lower, ns):
+            os.close(fd)
+    return merged
+
+
+@pytest.fixture
+def overlays(layer: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to act as a container's root")
+    first = _overlay(layer, FIRST, tmp_path / "first")
+    try:
+        second = _overlay(layer, SECOND, tmp_path / "second")
+        try:
+            yield first, second
+        finally:
+            linux.umount(str(second), linux.MNT_DETACH)
+    finally:
+        linux.umount(str(first), linux.MNT_DETACH)
+
+
+def _as(uid: int, script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` as host uid ``uid`` (what a container's process is, to the host)."""
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sh", "-c", script]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_one_layer_is_shown_to_each_container_as_its_own(
+    layer: Path, overlays: tuple[Path, Path]
+) -> None:
+    first, second = overlays
+    assert os.stat(first / "etc/passwd").st_uid == FIRST
+    assert os.stat(second / "etc/passwd").st_uid == SECOND
+    assert os.stat(first / "home/user").st_uid == FIRST + 1000
+    assert os.stat(layer / "etc/passwd").st_uid == 0
+
+
+def test_a_containers_root_writes_its_copy_and_never_the_layer(
+    layer: Path, overlays: tuple[Path, Path]
+) -> None:
+    first, second = overlays
+    done = _as(FIRST, f"echo intruder:x:0:0::/:/bin/sh >> {first}/etc/passwd")
+    assert done.returncode == 0, done.stderr
+    upper = first.parent / "upper/etc/passwd"
+    assert os.stat(upper).st_uid == FIRST  # copied up, still the container's root's
+    assert (layer / "etc/passwd").read_text() == PASSWD
+    assert (second / "etc/passwd").read_text() == PASSWD
+
+
+def test_one_containers_root_is_nobody_to_another_containers_files(
+    overlays: tuple[Path, Path],
+) -> None:
+    _, second = overlays
+    done = _as(FIRST, f"echo x >> {second}/etc/passwd")
+    assert done.returncode != 0
+    assert "Permission denied" in done.stderr
