@@ -9,6 +9,7 @@ daemon leaves them running too.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ __all__ = [
     "ContainerSpec",
     "EngineClient",
     "Event",
+    "PullProgress",
     "Stats",
 ]
 
@@ -81,6 +83,18 @@ class Stats:
     pids_current: int
     pids_limit: int | None
     oom_kill_count: int
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One layer's progress (phase waiting, downloading, verifying, extracting, done or
+    exists), or the end of the pull (phase "pulled", with ``image_id``)."""
+
+    id: str
+    phase: str
+    current: int = 0
+    total: int = 0
+    image_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -284,6 +298,28 @@ class EngineClient:
                 yield Event(data["type"], data["id"], data["time"], data.get("exit_code"))
         finally:
             conn.close()
+
+    async def pull(self, ref: str, *, platform: str | None = None) -> AsyncIterator[PullProgress]:
+        """Pull ``ref`` into the engine's image store, yielding progress as it goes."""
+        conn, _ = await self._open("pull", ref=ref, platform=platform)
+        try:
+            while line := await conn.reader.readline():
+                data = json.loads(line)
+                if data.get("phase") == "error":
+                    protocol.raise_error(data.get("error") or {})
+                yield PullProgress(
+                    id=data["id"],
+                    phase=data["phase"],
+                    current=int(data.get("current", 0)),
+                    total=int(data.get("total", 0)),
+                    image_id=data.get("image_id", ""),
+                )
+        finally:
+            conn.close()
+
+    async def images(self) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = await self.call("images")
+        return result
 
     async def gc(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("gc")

@@ -157,6 +157,12 @@ class Daemon:
     async def op_exec_wait(self, req: dict[str, Any]) -> Any:
         return await self.engine.exec_wait(req["exec_id"])
 
+    async def op_images(self, req: dict[str, Any]) -> Any:
+        return [
+            {"id": i.id, "repo_tags": list(i.repo_tags), "created": i.created, "size": i.size}
+            for i in self.engine.images.list()
+        ]
+
     async def op_gc(self, req: dict[str, Any]) -> Any:
         from runtime.supervisor import gc
 
@@ -211,6 +217,42 @@ class Daemon:
             self.engine.subscribers.remove(queue)
 
 
+async def stream_pull(
+    daemon: Daemon, req: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Pull an image, streaming one JSON line per progress event; the last is "pulled"
+    (with the image id) or "error" (with the error, as plain replies carry it)."""
+    import os as _os
+
+    from runtime.registry import AuthStore, load_config, pull
+
+    root = daemon.config.root
+    config = load_config(_os.path.join(root, "registries.json"))
+    auth = AuthStore(_os.path.join(root, "auth.json"))
+    writer.write(protocol.dumps({"ok": True, "result": None}))
+    try:
+        async for event in pull(
+            daemon.engine.images,
+            str(req["ref"]),
+            platform=req.get("platform"),
+            config=config,
+            auth=auth,
+        ):
+            line: dict[str, Any] = {
+                "id": event.id,
+                "phase": event.phase,
+                "current": event.current,
+                "total": event.total,
+                "digest": event.digest,
+            }
+            if event.image is not None:
+                line["image_id"] = event.image.id
+            writer.write(protocol.dumps(line))
+            await writer.drain()
+    except errors.ContainerRuntimeError as exc:
+        writer.write(protocol.dumps({"phase": "error", **protocol.error_reply(exc)}))
+
+
 STREAMING: dict[
     str,
     Callable[[Daemon, dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
@@ -218,6 +260,7 @@ STREAMING: dict[
     "attach": Daemon.stream_attach,
     "logs": Daemon.stream_logs,
     "events": Daemon.stream_events,
+    "pull": stream_pull,
 }
 
 
