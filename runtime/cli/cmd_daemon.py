@@ -6,7 +6,6 @@ import argparse
 import logging
 
 from runtime.cli.context import Context
-from runtime.errors import InvalidArgument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,12 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    """Serves until SIGTERM or SIGINT; a second daemon for the same root refuses to start."""
     import asyncio
 
     from runtime.supervisor.daemon import Daemon
 
-    if ctx.answering():
-        raise InvalidArgument("daemon", f"a daemon is already serving {ctx.socket_path}")
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
