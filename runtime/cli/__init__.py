@@ -54,6 +54,10 @@ COMMANDS: dict[str, str] = {
     "save": "runtime.cli.cmd_save",
     "load": "runtime.cli.cmd_load",
     "bootstrap": "runtime.cli.cmd_bootstrap",
+    "pull": "runtime.cli.cmd_pull",
+    "push": "runtime.cli.cmd_push",
+    "login": "runtime.cli.cmd_login",
+    "logout": "runtime.cli.cmd_logout",
     "volume": "runtime.cli.cmd_volume",
     "daemon": "runtime.cli.cmd_daemon",
 }

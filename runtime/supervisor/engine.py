@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -15,6 +16,7 @@ import os
 import secrets
 import signal as signals
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,9 @@ from runtime.supervisor.session import Session
 from runtime.volumes import VolumeStore, parse_volume_spec
 
 logger = logging.getLogger(__name__)
+
+
+EXEC_LINGER = 300.0  # seconds an exited exec's session is kept
 
 
 def now() -> str:
@@ -111,8 +116,14 @@ class Engine:
                 queue.put_nowait(event)
 
     def _keeper_event(self, message: dict[str, Any]) -> None:
+        """An exit reported by the keeper. Handled on the next loop turn: the reply to the
+        request that started the process may sit in the same read, and whoever awaits it must
+        first register the process (a fast ``exec`` exits before that otherwise)."""
         key = str(message.get("key"))
         code = int(message.get("exit_code", 255))
+        asyncio.get_running_loop().call_soon(self._process_exited, key, code)
+
+    def _process_exited(self, key: str, code: int) -> None:
         if "/exec/" in key:
             exec_id = key.rsplit("/", 1)[1]
             record = self.execs.get(exec_id)
@@ -122,10 +133,24 @@ class Engine:
             if session is not None:
                 session.finish(code)
             self._set_exit(key)
+            asyncio.get_running_loop().call_later(EXEC_LINGER, self._forget_exec, key, exec_id)
             return
         with contextlib.suppress(ContainerRuntimeError):
             container = self.containers.load(key)
             asyncio.get_running_loop().create_task(self._exited(container, code))
+
+    def _forget_exec(self, key: str, exec_id: str) -> None:
+        """An exec's output and exit code stay readable for a while, then go."""
+        session = self.sessions.pop(key, None)
+        if session is not None:
+            session.close()
+        self.execs.pop(exec_id, None)
+        self.exits.pop(key, None)
+        asyncio.get_running_loop().create_task(self._release(key))
+
+    async def _release(self, key: str) -> None:
+        with contextlib.suppress(ContainerRuntimeError):
+            await self.keeper.call("release", key=key)
 
     def _set_exit(self, key: str) -> None:
         self.exits.setdefault(key, asyncio.Event()).set()
@@ -264,9 +289,19 @@ class Engine:
             fds,
             tty=record.options.tty,
             log_path=self.containers.path(record.id, "container.log"),
+            on_close_stdin=self._keeper_closer(record.id),
         )
         session.start()
         self.sessions[record.id] = session
+
+    def _keeper_closer(self, key: str) -> Callable[[], None]:
+        """The keeper holds a copy of the stdin pipe too: closing stdin closes both."""
+
+        def close() -> None:
+            task = asyncio.get_running_loop().create_task(self.keeper.call("close_stdin", key=key))
+            task.add_done_callback(lambda t: t.exception())
+
+        return close
 
     async def start(self, ref: str) -> ContainerRecord:
         record = self.containers.resolve(ref)
@@ -377,7 +412,7 @@ class Engine:
         _, fds = await self.keeper.call("exec", id=record.id, exec_id=exec_id, process=process)
         exec_record = ExecRecord(exec_id, record.id, tty)
         self.execs[exec_id] = exec_record
-        session = Session(key, fds, tty=tty, log_path=None)
+        session = Session(key, fds, tty=tty, log_path=None, on_close_stdin=self._keeper_closer(key))
         session.start()
         self.sessions[key] = session
         return exec_record
@@ -398,7 +433,7 @@ class Engine:
     def session(self, ref: str) -> tuple[ContainerRecord, Session]:
         record = self.containers.resolve(ref)
         session = self.sessions.get(record.id)
-        if session is None or not record.status.can_attach():
+        if session is None:
             raise InvalidTransition(record.id, record.status.value, "attach to")
         return record, session
 
@@ -407,7 +442,7 @@ class Engine:
         if record.status is not Status.RUNNING:
             raise InvalidTransition(record.id, record.status.value, "read stats of")
         st = cgroups.open_cgroup(self._cgroup_path(record.id)).stats()
-        return {"id": record.id, "name": record.name, **vars(st)}
+        return {"id": record.id, "name": record.name, **dataclasses.asdict(st)}
 
     def inspect(self, ref: str) -> dict[str, Any]:
         record = self.containers.resolve(ref)

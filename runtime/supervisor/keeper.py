@@ -158,6 +158,18 @@ class Keeper:
             self._close(kept)
         return {}, []
 
+    def op_close_stdin(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """Close our copy of a process's stdin pipe (the daemon closed its own), keeping a
+        dead pipe end in its place so the descriptor list keeps its shape."""
+        kept = self.kept.get(req["key"])
+        if kept is not None and len(kept.fds) == 3:
+            dead_r, dead_w = os.pipe2(os.O_CLOEXEC)
+            os.close(dead_r)
+            with contextlib.suppress(OSError):
+                os.close(kept.fds[0])
+            kept.fds[0] = dead_w
+        return {}, []
+
     def op_list(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         items = []
         for kept in self.kept.values():

@@ -44,7 +44,9 @@ class Session:
         tty: bool,
         log_path: str | None,
         on_closed: Callable[[Session], None] | None = None,
+        on_close_stdin: Callable[[], None] | None = None,
     ) -> None:
+        self.on_close_stdin = on_close_stdin
         self.key = key
         self.tty = tty
         self.fds = fds
@@ -164,6 +166,8 @@ class Session:
             with contextlib.suppress(OSError):
                 os.close(self.stdin)
             self.stdin = -1
+            if self.on_close_stdin is not None:
+                self.on_close_stdin()
 
     def resize(self, rows: int, cols: int) -> None:
         if self.tty and 0 < rows < 10000 and 0 < cols < 10000:

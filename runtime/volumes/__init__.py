@@ -7,8 +7,22 @@ the loop devices and ``spec`` the parsing of names, sizes and ``-v`` arguments.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from runtime.volumes.spec import VolumeSpec, parse_size, parse_volume_spec, validate_name
-from runtime.volumes.store import Volume, VolumeStore
+
+if TYPE_CHECKING:
+    from runtime.volumes.store import Volume, VolumeStore
+
+
+def __getattr__(name: str) -> Any:
+    """The store (loop devices, mounts) loads on first use: parsing a size stays cheap."""
+    if name in ("Volume", "VolumeStore"):
+        from runtime.volumes import store
+
+        return getattr(store, name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "Volume",

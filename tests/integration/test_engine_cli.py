@@ -163,11 +163,6 @@ def test_stdin_is_forwarded_with_dash_i(engine: CliEngine) -> None:
     assert out == "first\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason="the keeper keeps the stdin pipe's write end, so closing stdin never gives EOF",
-)
 def test_the_end_of_stdin_ends_cat(engine: CliEngine) -> None:
     assert (
         engine.cli("run", "--rm", "-i", "busybox", "cat", input=b"x\n", timeout=10).stdout == "x\n"
@@ -246,9 +241,6 @@ def test_volumes_outlive_containers_and_are_refused_while_used(engine: CliEngine
     assert engine.ok("volume", "rm", "notes") == "notes\n"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Engine.stats calls vars() on CgroupStats, a slotted dataclass"
-)
 def test_stats_shows_memory_and_pids(engine: CliEngine) -> None:
     engine.ok("run", "-d", "--name", "busy", "--memory", "32m", "busybox", "sleep", "60")
     try:

@@ -40,6 +40,11 @@ def test_a_pushed_image_is_pulled_through_the_daemon_and_runs(tmp_path: Path) ->
     assert events[-1].phase == "pulled"
     assert events[-1].image_id.startswith("sha256:")
     assert {e.phase for e in events[:-1]} <= {
-        "waiting", "downloading", "verifying", "extracting", "done", "exists"
+        "waiting",
+        "downloading",
+        "verifying",
+        "extracting",
+        "done",
+        "exists",
     }
     assert out == b"pulled-ok\n"

@@ -1,0 +1,26 @@
+"""`logout`: the registry client (runtime.registry), in-process on this root's image store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from runtime.cli.context import Context
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from runtime.registry.cli import add_logout_arguments
+
+    add_logout_arguments(parser)
+
+
+def _docker_config() -> str | None:
+    base = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
+    path = os.path.join(base, "config.json")
+    return path if os.path.exists(path) else None
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from runtime.registry.cli import logout_command
+
+    return logout_command(args, ctx.root)
