@@ -15,10 +15,7 @@ import websockets
 from site_stack import Browser, Site, now, report, site_stack
 
 
-VERBOSE = True
-
-
-async def one_start(site: Site) -> float:
+async def one_start(site: Site, verbose: bool = False) -> float:
     browser = Browser(site)
     browser.request("GET", "/")  # the home page: the CSRF cookie
     started = now()
@@ -36,24 +33,26 @@ async def one_start(site: Site) -> float:
             if isinstance(frame, bytes) and b"# " in frame:
                 break
     elapsed = (now() - started) * 1000
-    if VERBOSE:
-        print(f"  http {1000 * (posted - started):.1f} ms, ws {elapsed - 1000 * (posted - started):.1f} ms")
+    if verbose:
+        http_ms = 1000 * (posted - started)
+        print(f"  start and lab page {http_ms:.1f} ms, then WebSocket {elapsed - http_ms:.1f} ms")
     browser.end_lab(lab_path)
     return elapsed
 
 
-async def measure(site: Site, runs: int) -> list[float]:
+async def measure(site: Site, runs: int, verbose: bool) -> list[float]:
     await one_start(site)  # warm-up: imports, first connections
-    return [await one_start(site) for _ in range(runs)]
+    return [await one_start(site, verbose) for _ in range(runs)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--verbose", action="store_true", help="print each run's parts")
     args = parser.parse_args()
     env = {"PLAYGROUND_ANON_STARTS_PER_HOUR": "100000"}
     with site_stack(**env) as site:
-        samples = asyncio.run(measure(site, args.runs))
+        samples = asyncio.run(measure(site, args.runs, args.verbose))
     print(report("click to prompt (POST start -> lab page -> first prompt byte)", samples))
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import websockets
 from site_stack import ROOT, Browser, Site, now, report, site_stack
+from websockets.typing import Subprotocol
 
 from tests.site_fixtures import free_port, spawn, stop, wait_for_port
 
@@ -112,7 +113,10 @@ def ttyd_binary(cache: Path) -> Path:
 
 async def ttyd(port: int) -> Session:
     ws = await websockets.connect(
-        f"ws://127.0.0.1:{port}/ws", subprotocols=["tty"], compression=None, max_size=None  # type: ignore[list-item]
+        f"ws://127.0.0.1:{port}/ws",
+        subprotocols=[Subprotocol("tty")],
+        compression=None,
+        max_size=None,
     )
     await ws.send(json.dumps({"AuthToken": "", "columns": 80, "rows": 24}).encode())
 
@@ -230,7 +234,6 @@ def main() -> None:
             browser = Browser(site)
             lines += asyncio.run(run_all("playground", lambda: ours(site, browser), args))
     print("\n".join(lines))
-
 
 
 if __name__ == "__main__":

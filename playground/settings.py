@@ -120,14 +120,15 @@ INSTALLED_APPS = [
     "playground.labs",
 ]
 
+# Django's own, declared synchronous only (see playground/middleware.py).
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "playground.middleware.SecurityMiddleware",
+    "playground.middleware.SessionMiddleware",
+    "playground.middleware.CommonMiddleware",
+    "playground.middleware.CsrfViewMiddleware",
+    "playground.middleware.AuthenticationMiddleware",
+    "playground.middleware.MessageMiddleware",
+    "playground.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "playground.urls"
@@ -153,6 +154,10 @@ DATABASES: dict[str, dict[str, Any]] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": env_str("DATABASE_PATH", str(VAR_DIR / "db.sqlite3")),
+        # Keep connections: opening one (and setting its pragmas) costs milliseconds, paid
+        # on every request and WebSocket handshake otherwise.
+        "CONN_MAX_AGE": 600,
+        "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",

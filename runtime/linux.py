@@ -538,6 +538,8 @@ def userns_fd(base: int, count: int = 65536) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
+            os.close(ready_r)
+            os.close(go_w)  # or the read below would wait for our own write end
             os.setresgid(base, base, base)
             os.setresuid(base, base, base)
             ok = _libc.unshare(CLONE_NEWUSER) == 0

@@ -91,6 +91,15 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     instance_id: int = 0
     groups_joined: tuple[str, ...] = ()
 
+    async def dispatch(self, message: Any) -> None:
+        """Keystrokes and control frames go straight to their handler: Channels' dispatch
+        first closes stale database connections in its sync thread, a thread hop per
+        keystroke (about a millisecond), and these handlers never touch the database."""
+        if message.get("type") == "websocket.receive":
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
     def _owner(self) -> Owner:
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:

@@ -69,10 +69,11 @@ def overlays(layer: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         linux.umount(str(first), linux.MNT_DETACH)
 
 
-def _as(uid: int, script: str) -> subprocess.CompletedProcess[str]:
-    """``script`` as host uid ``uid`` (what a container's process is, to the host)."""
+def _as(uid: int, cwd: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` as host uid ``uid`` (what a container's process is, to the host), started
+    in ``cwd`` (the test's folders above it are root's own, mode 0700)."""
     cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sh", "-c", script]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
 
 
 def test_one_layer_is_shown_to_each_container_as_its_own(
@@ -89,7 +90,7 @@ def test_a_containers_root_writes_its_copy_and_never_the_layer(
     layer: Path, overlays: tuple[Path, Path]
 ) -> None:
     first, second = overlays
-    done = _as(FIRST, f"echo intruder:x:0:0::/:/bin/sh >> {first}/etc/passwd")
+    done = _as(FIRST, first / "etc", "echo intruder:x:0:0::/:/bin/sh >> passwd")
     assert done.returncode == 0, done.stderr
     upper = first.parent / "upper/etc/passwd"
     assert os.stat(upper).st_uid == FIRST  # copied up, still the container's root's
@@ -101,6 +102,6 @@ def test_one_containers_root_is_nobody_to_another_containers_files(
     overlays: tuple[Path, Path],
 ) -> None:
     _, second = overlays
-    done = _as(FIRST, f"echo x >> {second}/etc/passwd")
+    done = _as(FIRST, second / "etc", "echo x >> passwd")
     assert done.returncode != 0
     assert "Permission denied" in done.stderr
