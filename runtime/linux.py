@@ -6,6 +6,7 @@ Every wrapper raises ``OSError(errno, message, path)`` built from ``ctypes.get_e
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import struct
@@ -562,5 +563,9 @@ def userns_fd(base: int, count: int = 65536) -> int:
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(ready_r)
+        # Wake the child explicitly: a process forked meanwhile by another thread may hold a
+        # copy of go_w, and the child would never see end of file.
+        with contextlib.suppress(OSError):
+            os.write(go_w, b"1")
         os.close(go_w)
         os.waitpid(pid, 0)

@@ -68,6 +68,7 @@ class Daemon:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         self.server.close()
+        self.engine.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 

@@ -84,6 +84,15 @@ class Engine:
         self.keeper.connect()
         await self.reconcile()
 
+    def close(self) -> None:
+        """On shutdown: with no live container left, remove this root's cgroup parent."""
+        live = (Status.RUNNING, Status.CREATED)
+        if any(r.status in live for r in self.containers.all()):
+            return
+        for directory in cgroups.open_cgroup(self.cgroup_parent).dirs():
+            with contextlib.suppress(OSError):
+                os.rmdir(directory.path)
+
     async def reconcile(self) -> None:
         """After a (re)start: re-attach to every live container through the keeper."""
         for record in self.containers.all():

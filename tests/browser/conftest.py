@@ -47,7 +47,7 @@ class LiveSite:
         return done.stdout
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_site(
     engine_process: EngineProcess, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveSite]:
@@ -87,7 +87,7 @@ def live_site(
         stop(daphne)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(live_site: LiveSite) -> Iterator[Any]:
     """Chromium, closed before the live site and the engine stop (Playwright's event loop
     must be gone before their teardown runs its own)."""

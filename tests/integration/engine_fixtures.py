@@ -4,6 +4,7 @@ started as processes, and everything they made removed afterwards, by PID."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -12,9 +13,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,6 +103,16 @@ def running_engine(root: Path) -> Iterator[EngineProcess]:
         shutdown(engine)
 
 
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also from a thread whose event loop is running (Playwright's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def shutdown(engine: EngineProcess) -> None:
     from runtime.client import EngineClient
 
@@ -109,13 +123,13 @@ def shutdown(engine: EngineProcess) -> None:
                 await client.remove(info.id, force=True)
 
     with contextlib.suppress(Exception):
-        asyncio.run(remove_all())
+        run_coroutine(remove_all())
     volumes = engine.cli("volume", "ls", "-q").stdout.split()
     if volumes:
         engine.cli("volume", "rm", "-f", *volumes)
     keeper = engine.keeper_pid()
     with contextlib.suppress(Exception):
-        asyncio.run(_gc(engine))
+        run_coroutine(_gc(engine))
     engine.daemon.send_signal(signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         engine.daemon.wait(10)

@@ -169,7 +169,8 @@ def test_a_runtime_killed_mid_setup_leaves_nothing_running_without_its_filters(
     out = tmp_path / "out"
     out.mkdir()
     unfiltered: list[tuple[int, dict[str, str]]] = []
-    for delay in (0.0, 0.01, 0.03, 0.08, 0.2, 0.5):
+    # Delays after the keeper forked its first child; None: after the container has started.
+    for delay in (0.0, 0.01, 0.03, 0.08, 0.2, 0.5, None):
         keeper = engine.keeper_pid()
         assert keeper is not None
         cmd = [sys.executable, "-m", "runtime", "--root", str(engine.root), "run", "-d"]
@@ -179,7 +180,11 @@ def test_a_runtime_killed_mid_setup_leaves_nothing_running_without_its_filters(
         while not _keeper_children(keeper) and client.poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.001)
-        time.sleep(delay)
+        if delay is None:
+            client.wait(30)
+            _wait_for(lambda: any(out.glob("*.status")))
+        else:
+            time.sleep(delay)
         os.kill(keeper, signal.SIGKILL)
         client.wait(30)
         time.sleep(0.3)
