@@ -1,6 +1,7 @@
 """The site's one door to the container engine: the only module that imports
-``runtime.client``. It speaks in the site's terms (launch an instance, attach a terminal),
-and turns every runtime error into an ``ApplicationError``.
+``runtime.client``. It speaks in the site's terms (launch an instance, attach a terminal,
+pull an image, tell whether one is here), and turns every runtime error into an
+``ApplicationError``.
 
 ``Engine`` is the interface; ``RuntimeEngine`` is the real one (the daemon's unix socket at
 ``settings.ENGINE_SOCKET``); ``FakeEngine`` stands in for it in unit tests, including the
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ParamSpec, Protocol, TypeVar
 
@@ -33,6 +36,21 @@ READ_AHEAD = 16  # frames of output read ahead of the WebSocket
 COALESCE = 256 * 1024  # bytes handed over at most per read
 LABEL_LAB = "playground.lab"
 LABEL_INSTANCE = "playground.instance"
+PRESENT_TTL = 2.0  # seconds a listing of the engine's images answers "is it here?"
+_DOCKER_HUB = ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/")
+
+
+def familiar(reference: str) -> str:
+    """``reference`` as the engine lists its tags, in Docker's familiar form: ``busybox`` is
+    ``busybox:latest``, ``docker.io/library/debian:12`` is ``debian:12``."""
+    name, at, digest = reference.partition("@")
+    if not at and ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    for prefix in _DOCKER_HUB:
+        if name.startswith(prefix):
+            name = name.removeprefix(prefix)
+            break
+    return name + at + digest
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,18 @@ class ContainerState:
     status: str  # created, running, exited, removing, or "missing" when the engine has none
     labels: dict[str, str] = field(default_factory=dict)
     exit_code: int = 0
+
+
+@dataclass(frozen=True)
+class PullStep:
+    """One step of a pull: a layer's phase (waiting, downloading, verifying, extracting, done
+    or exists) and bytes, or the end of the pull (phase "pulled", with ``image_id``)."""
+
+    layer: str
+    phase: str
+    current: int = 0
+    total: int = 0
+    image_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +111,35 @@ class Engine(Protocol):
     async def usage(self, container_id: str) -> Usage | None: ...
     async def containers(self) -> list[ContainerState]: ...
     async def attach(self, container_id: str) -> Terminal: ...
+    async def image_present(self, reference: str) -> bool: ...
+    def pull(self, reference: str) -> AsyncIterator[PullStep]: ...
+
+
+def _translate_image(exc: rt.ContainerRuntimeError, log: str) -> ApplicationError | None:
+    """Errors of pulling an image, as sentences; None for the others."""
+    if isinstance(exc, rt.RegistryUnreachable):
+        return ApplicationError(
+            "The image registry could not be reached. Try again later.",
+            log,
+            temporary=exc.temporary,
+        )
+    if isinstance(exc, rt.RegistryError):
+        if exc.status in (401, 403):
+            return ApplicationError("The image registry refused to send this image.", log)
+        if exc.status == 404 or exc.code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN"):
+            return ApplicationError("The image registry has no such image.", log)
+        return ApplicationError(
+            "The image registry failed to send the image.", log, temporary=exc.temporary
+        )
+    if isinstance(exc, rt.NoMatchingPlatform):
+        return ApplicationError(f"The image {exc.reference} has no version for this host.", log)
+    if isinstance(exc, rt.InvalidReference):
+        return ApplicationError(f"The image name {exc.reference} is not valid.", log)
+    if isinstance(
+        exc, rt.DigestMismatch | rt.BlobSizeMismatch | rt.InvalidLayer | rt.InvalidImage
+    ):
+        return ApplicationError("The image could not be downloaded intact.", log)
+    return None
 
 
 def translate(exc: rt.ContainerRuntimeError, what: str) -> ApplicationError:
@@ -96,6 +155,9 @@ def translate(exc: rt.ContainerRuntimeError, what: str) -> ApplicationError:
         return ApplicationError("This instance no longer exists.", log)
     if isinstance(exc, rt.InvalidTransition):
         return ApplicationError(f"The instance is {exc.current}: it cannot {exc.wanted}.", log)
+    image_error = _translate_image(exc, log)
+    if image_error is not None:
+        return image_error
     return ApplicationError("The container engine could not do that.", log, temporary=exc.temporary)
 
 
@@ -168,6 +230,8 @@ class RuntimeEngine:
 
     def __init__(self, socket_path: str) -> None:
         self.client = EngineClient(socket_path)
+        self._tags: frozenset[str] = frozenset()
+        self._tags_at = -math.inf
 
     async def launch(self, spec: InstanceSpec) -> ContainerState:
         options = ContainerSpec(
@@ -235,6 +299,39 @@ class RuntimeEngine:
             stream = await self.client.attach(container_id, replay=True, stdin=True)
         return _RuntimeTerminal(stream, container_id)
 
+    async def image_present(self, reference: str) -> bool:
+        """Whether the engine has ``reference`` (by tag). A "yes" is remembered for
+        ``PRESENT_TTL`` seconds, so starting labs from a cached image costs no listing; a
+        "no" is always asked again, since a pull may just have finished."""
+        wanted = familiar(reference)
+        if wanted in self._tags and time.monotonic() - self._tags_at < PRESENT_TTL:
+            return True
+        with _translated("list images"):
+            images = await self.client.images()
+        self._tags = frozenset(tag for image in images for tag in image.get("repo_tags") or ())
+        self._tags_at = time.monotonic()
+        return wanted in self._tags
+
+    async def pull(self, reference: str) -> AsyncIterator[PullStep]:
+        """Pull ``reference`` into the engine, step by step; the last step is "pulled"."""
+        pulled = False
+        with _translated(f"pull {reference}"):
+            try:
+                async for progress in self.client.pull(reference):
+                    pulled = pulled or progress.phase == "pulled"
+                    yield PullStep(
+                        progress.id,
+                        progress.phase,
+                        progress.current,
+                        progress.total,
+                        progress.image_id,
+                    )
+            except (OSError, ValueError) as exc:  # the daemon went away mid-stream
+                raise rt.DaemonUnavailable(self.client.socket_path, str(exc)) from exc
+            if not pulled:
+                raise rt.DaemonUnavailable(self.client.socket_path, "the pull stopped short")
+        self._tags_at = -math.inf
+
 
 # -- the fake -------------------------------------------------------------------------------
 
@@ -290,10 +387,13 @@ class FakeContainer:
 
 class FakeEngine:
     """An in-memory engine. ``fail`` makes every call raise that runtime error; ``delay``
-    makes every call that long."""
+    makes every call that long. ``registry`` holds the images a pull can fetch (reference:
+    layer sizes); ``pull_error`` makes a pull fail after its first layer."""
 
     def __init__(self, images: tuple[str, ...] = ("busybox:latest", "debian:bookworm")) -> None:
         self.images = set(images)
+        self.registry: dict[str, tuple[int, ...]] = {"alpine:3": (3 << 20, 1024)}
+        self.pull_error: rt.ContainerRuntimeError | None = None
         self.by_id: dict[str, FakeContainer] = {}
         self.fail: rt.ContainerRuntimeError | None = None
         self.delay = 0.0
@@ -357,6 +457,28 @@ class FakeEngine:
         if container.status != "running":
             raise translate(rt.InvalidTransition(container_id, container.status, "attach"), "")
         return FakeTerminal(container)
+
+    async def image_present(self, reference: str) -> bool:
+        await self._enter("image_present", reference)
+        return familiar(reference) in self.images
+
+    async def pull(self, reference: str) -> AsyncIterator[PullStep]:
+        await self._enter("pull", reference)
+        sizes = self.registry.get(familiar(reference))
+        if sizes is None:
+            raise translate(rt.RegistryError(404, "MANIFEST_UNKNOWN", reference), "fake pull")
+        layers = [(f"{n + 1:012x}", size) for n, size in enumerate(sizes)]
+        for layer, size in layers:
+            yield PullStep(layer, "waiting", 0, size)
+        for number, (layer, size) in enumerate(layers):
+            for phase, current in (("downloading", size // 2), ("downloading", size)):
+                yield PullStep(layer, phase, current, size)
+            if self.pull_error is not None and number == 0:
+                raise translate(self.pull_error, f"fake pull {reference}")
+            for phase in ("verifying", "extracting", "done"):
+                yield PullStep(layer, phase, size, size)
+        self.images.add(familiar(reference))
+        yield PullStep("f" * 12, "pulled", image_id="sha256:" + "f" * 64)
 
 
 # -- access ---------------------------------------------------------------------------------

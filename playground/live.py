@@ -1,5 +1,5 @@
 """Live state in Redis: lab expiry, instance status and CPU samples, presence (who is attached),
-rate-limit counters and the capacity queue.
+rate-limit counters, the capacity queue and the progress of image pulls.
 
 Every key starts with ``pg:live:`` and has a TTL: losing Redis loses nothing, because the
 reconciliation task (``labs.tasks.live_state_rebuild``) rebuilds it from the engine and the
@@ -8,6 +8,7 @@ database. ``MemoryLiveState`` is the in-process fake the unit tests use.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ SAMPLE_TTL = 120
 PRESENCE_TTL = 90
 QUEUE_TTL = 3600
 TICKET_TTL = 30
+PULL_TTL = 900  # refreshed by every progress report of a pull
 
 
 class LiveState(Protocol):
@@ -38,6 +40,8 @@ class LiveState(Protocol):
     def queue_position(self, ticket: str) -> int | None: ...
     def queue_leave(self, ticket: str) -> None: ...
     def queue_length(self) -> int: ...
+    def pull_progress_set(self, instance_id: int, progress: dict[str, Any]) -> None: ...
+    def pull_progress(self, instance_id: int) -> dict[str, Any] | None: ...
 
 
 def _percent(prev: str | None, usage_ns: int, now: float) -> float | None:
@@ -66,7 +70,7 @@ class RedisLiveState:
     def lab_forget(self, lab_id: str, instance_ids: list[int]) -> None:
         keys = [f"{NS}lab:{lab_id}:expires"]
         for iid in instance_ids:
-            keys += [f"{NS}instance:{iid}:status", f"{NS}instance:{iid}:cpu"]
+            keys += [f"{NS}instance:{iid}:{part}" for part in ("status", "cpu", "pull")]
         self.r.delete(*keys)
 
     def instance_status_set(self, instance_id: int, status: str) -> None:
@@ -135,6 +139,15 @@ class RedisLiveState:
         """Tickets waiting, counting those whose holders left until their TTL runs out."""
         return int(self.r.zcard(f"{NS}queue"))
 
+    def pull_progress_set(self, instance_id: int, progress: dict[str, Any]) -> None:
+        """The latest progress of the pull an instance waits for (JSON-able), replaced whole."""
+        key = f"{NS}instance:{instance_id}:pull"
+        self.r.set(key, json.dumps(progress, separators=(",", ":")), ex=PULL_TTL)
+
+    def pull_progress(self, instance_id: int) -> dict[str, Any] | None:
+        value = self.r.get(f"{NS}instance:{instance_id}:pull")
+        return dict(json.loads(value)) if value is not None else None
+
 
 class MemoryLiveState:
     """The same behaviour in a dict, for tests that need no Redis."""
@@ -156,8 +169,8 @@ class MemoryLiveState:
     def lab_forget(self, lab_id: str, instance_ids: list[int]) -> None:
         self.values.pop(f"lab:{lab_id}", None)
         for iid in instance_ids:
-            self.values.pop(f"status:{iid}", None)
-            self.values.pop(f"cpu:{iid}", None)
+            for part in ("status", "cpu", "pull"):
+                self.values.pop(f"{part}:{iid}", None)
 
     def instance_status_set(self, instance_id: int, status: str) -> None:
         self.values[f"status:{instance_id}"] = status
@@ -203,6 +216,13 @@ class MemoryLiveState:
 
     def queue_length(self) -> int:
         return len(self.queue)
+
+    def pull_progress_set(self, instance_id: int, progress: dict[str, Any]) -> None:
+        self.values[f"pull:{instance_id}"] = json.dumps(progress)
+
+    def pull_progress(self, instance_id: int) -> dict[str, Any] | None:
+        value = self.values.get(f"pull:{instance_id}")
+        return dict(json.loads(value)) if value is not None else None
 
 
 _state: LiveState | None = None

@@ -46,6 +46,7 @@ class Lab(models.Model):
 
 
 class InstanceStatus(models.TextChoices):
+    PULLING = "pulling"  # its image is being pulled (a Celery task), then it starts
     STARTING = "starting"
     RUNNING = "running"
     EXITED = "exited"
@@ -54,7 +55,14 @@ class InstanceStatus(models.TextChoices):
     REMOVED = "removed"
 
 
-ACTIVE_STATUSES = (InstanceStatus.STARTING, InstanceStatus.RUNNING, InstanceStatus.EXITED)
+ACTIVE_STATUSES = (
+    InstanceStatus.PULLING,
+    InstanceStatus.STARTING,
+    InstanceStatus.RUNNING,
+    InstanceStatus.EXITED,
+)
+# Not launched yet: no container, or one the database does not know of yet.
+PENDING_STATUSES = (InstanceStatus.PULLING, InstanceStatus.STARTING)
 
 
 class Instance(models.Model):
@@ -69,6 +77,8 @@ class Instance(models.Model):
     )
     created = models.DateTimeField(default=timezone.now)
     removed_at = models.DateTimeField(null=True, blank=True)
+    # Why it failed, as a sentence for its owner (an ApplicationError's user message).
+    error = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ("lab", "number")

@@ -92,12 +92,6 @@ def cpu_writes(cpu: Mapping[str, Any], shares: int, cgroup: str) -> list[Write]:
     return writes
 
 
-def pids_writes(limit: int) -> list[Write]:
-    if not limit:
-        return []
-    return [Write("pids.max", str(limit) if limit > 0 else "max", "pids.limit")]
-
-
 def hugetlb_writes(limits: list[tuple[str, int]]) -> list[Write]:
     return [Write(f"hugetlb.{size}.max", str(limit), "hugepageLimits") for size, limit in limits]
 
