@@ -1,12 +1,12 @@
 """Work a request starts and does not wait for: launching a container while the redirect,
 the lab page and the terminal's WebSocket are on their way.
 
-Under daphne, ``soon(fn)`` runs the synchronous ``fn`` in a worker thread of the server's
-event loop, as Django runs a view: its ``async_to_sync`` calls (the engine, the channel
-layer) run on that loop beside the consumers, and its database connection is closed when it
-is done. The loop is the one the ASGI application is called on (``remember_loop`` wraps the
-application in ``playground.asgi``). A process without one (a Celery worker, a management
-command, the tests' HTTP client) runs ``fn`` at once, and its errors reach the caller.
+Under daphne, ``soon(work)`` runs the coroutine function ``work`` on the server's event
+loop, beside the consumers (the engine client and the channel layer are asyncio; database
+work goes to worker threads with ``database_sync_to_async``). The loop is the one the ASGI
+application is called on (``remember_loop`` wraps the application in ``playground.asgi``).
+A process without one (a Celery worker, a management command, the tests' HTTP client) has
+nothing to hand work to: ``available()`` says so, and the caller does the work itself.
 
 Work that the server's shutdown interrupts leaves its instance "starting": the consumer
 stops waiting after a bound, and reconciliation marks the instance failed.
@@ -17,18 +17,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from channels.db import DatabaseSyncToAsync
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from playground.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
-Receive = Callable[[], Any]
-Send = Callable[[Any], Any]
-Application = Callable[[dict[str, Any], Receive, Send], Any]
+Application = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 
 _loop: asyncio.AbstractEventLoop | None = None
 # Scheduled work, referenced until done (the event loop keeps only weak references).
@@ -38,10 +35,10 @@ _pending: set[concurrent.futures.Future[None]] = set()
 def remember_loop(application: Application) -> Application:
     """The ASGI ``application``, noting the event loop it is served on."""
 
-    async def served(scope: dict[str, Any], receive: Receive, send: Send) -> Any:
+    async def served(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         global _loop
         _loop = asyncio.get_running_loop()
-        return await application(scope, receive, send)
+        await application(scope, receive, send)
 
     return served
 
@@ -58,22 +55,26 @@ def _server_loop() -> asyncio.AbstractEventLoop | None:
     return loop
 
 
-async def _run(fn: Callable[[], None], what: str) -> None:
+def available() -> bool:
+    """Whether ``soon`` has a server's loop to run work on (from this thread)."""
+    return _server_loop() is not None
+
+
+async def _run(work: Callable[[], Awaitable[None]], what: str) -> None:
     try:
-        await DatabaseSyncToAsync(fn, thread_sensitive=False)()
+        await work()
     except ApplicationError as exc:
         logger.warning("%s: %s", what, exc.log_message)
     except Exception:
         logger.exception("%s failed", what)
 
 
-def soon(fn: Callable[[], None], what: str) -> None:
-    """Run ``fn`` concurrently on the server's loop, or now when there is none. ``what``
-    names the work in the log."""
+def soon(work: Callable[[], Awaitable[None]], what: str) -> None:
+    """Start ``work()`` on the server's loop and return; its errors are logged (``what``
+    names it). Without a loop (see ``available``), ``RuntimeError``."""
     loop = _server_loop()
     if loop is None:
-        fn()
-        return
-    future = asyncio.run_coroutine_threadsafe(_run(fn, what), loop)
+        raise RuntimeError(f"{what}: no server loop to run it on")
+    future = asyncio.run_coroutine_threadsafe(_run(work, what), loop)
     _pending.add(future)
     future.add_done_callback(_pending.discard)

@@ -135,9 +135,7 @@ def _translate_image(exc: rt.ContainerRuntimeError, log: str) -> ApplicationErro
         return ApplicationError(f"The image {exc.reference} has no version for this host.", log)
     if isinstance(exc, rt.InvalidReference):
         return ApplicationError(f"The image name {exc.reference} is not valid.", log)
-    if isinstance(
-        exc, rt.DigestMismatch | rt.BlobSizeMismatch | rt.InvalidLayer | rt.InvalidImage
-    ):
+    if isinstance(exc, rt.DigestMismatch | rt.BlobSizeMismatch | rt.InvalidLayer | rt.InvalidImage):
         return ApplicationError("The image could not be downloaded intact.", log)
     return None
 
@@ -386,9 +384,10 @@ class FakeContainer:
 
 
 class FakeEngine:
-    """An in-memory engine. ``fail`` makes every call raise that runtime error; ``delay``
-    makes every call that long. ``registry`` holds the images a pull can fetch (reference:
-    layer sizes); ``pull_error`` makes a pull fail after its first layer."""
+    """An in-memory engine. ``fail`` makes every call (or those named in ``fail_ops``) raise
+    that runtime error; ``delay`` makes every call that long. ``registry`` holds the images
+    a pull can fetch (reference: layer sizes); ``pull_error`` makes a pull fail after its
+    first layer."""
 
     def __init__(self, images: tuple[str, ...] = ("busybox:latest", "debian:bookworm")) -> None:
         self.images = set(images)
@@ -396,6 +395,7 @@ class FakeEngine:
         self.pull_error: rt.ContainerRuntimeError | None = None
         self.by_id: dict[str, FakeContainer] = {}
         self.fail: rt.ContainerRuntimeError | None = None
+        self.fail_ops: set[str] | None = None
         self.delay = 0.0
         self.calls: list[tuple[str, str]] = []
         self._next = 0
@@ -404,7 +404,7 @@ class FakeEngine:
         self.calls.append((op, arg))
         if self.delay:
             await asyncio.sleep(self.delay)
-        if self.fail is not None:
+        if self.fail is not None and (self.fail_ops is None or op in self.fail_ops):
             raise translate(self.fail, f"{op} {arg}")
 
     def _get(self, container_id: str) -> FakeContainer:

@@ -99,6 +99,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "pidfd_send_signal": 424,
         "capget": 125,
         "capset": 126,
+        "rt_sigaction": 13,
     },
     "aarch64": {
         "pivot_root": 41,
@@ -110,6 +111,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "pidfd_send_signal": 424,
         "capget": 90,
         "capset": 91,
+        "rt_sigaction": 134,
     },
 }
 
@@ -346,6 +348,32 @@ def pidfd_send_signal(pidfd: int, signum: int) -> None:
             ctypes.c_uint(0),
         ),
         "pidfd_send_signal",
+    )
+
+
+class _KernelSigaction(ctypes.Structure):
+    # The kernel's struct sigaction (not glibc's): handler, flags, restorer, mask.
+    _fields_ = [
+        ("handler", ctypes.c_void_p),
+        ("flags", ctypes.c_ulong),
+        ("restorer", ctypes.c_void_p),
+        ("mask", ctypes.c_ulong),
+    ]
+
+
+def signal_default(signum: int) -> None:
+    """Set ``signum`` to SIG_DFL with the raw system call: glibc's sigaction refuses the
+    signals it reserves for itself (32 and 33), which an ignoring parent still hands on."""
+    action = _KernelSigaction(None, 0, None, 0)
+    _check(
+        _libc.syscall(
+            _nr("rt_sigaction"),
+            ctypes.c_int(signum),
+            ctypes.byref(action),
+            None,
+            ctypes.c_size_t(8),
+        ),
+        f"rt_sigaction({signum})",
     )
 
 

@@ -6,6 +6,16 @@ small JSON control message, ``{"type": "resize", "rows": R, "cols": C}`` or
 browser: binary = PTY output (the scrollback first, on every connection); text =
 ``{"type": "exit", "code": N}`` or ``{"type": "ended", "reason": "..."}`` before a close.
 
+Waiting: an instance whose container is being launched ("starting") or whose image is being
+pulled ("pulling") is accepted and waited for: the server sends
+``{"type": "waiting", "status": S}``, then for a pull ``{"type": "pull", ...}`` frames (each
+layer's phase and bytes, see ``playground.labs.progress``; the first from Redis, so a page
+loaded mid-pull shows where it is), then ``{"type": "ready"}`` and the scrollback, or
+``{"type": "failed", "message": "..."}`` and a close. The channel layer's notices
+("instance.ready", "instance.failed", "instance.pull") wake the consumer; it asks the
+database again every ``RECHECK`` seconds in case one was missed, and gives up on a launch
+after ``READY_TIMEOUT`` (a pull is bounded by its task's time limit).
+
 Flow control: at most ``WINDOW`` bytes of output are sent and not yet acknowledged; then the
 consumer stops reading from the engine, whose bounded queues stop reading the PTY, so a
 flood (``cat /dev/urandom``) blocks in the container instead of filling memory here or in
@@ -14,8 +24,9 @@ daphne's write buffers.
 Sizes: the last client to resize or type sets the PTY's size ("last active client wins").
 
 Close codes: the handshake is refused (HTTP 403) when the lab is not the requester's, or the
-instance is not running; after accepting: 4001 the shell exited, 4410 the lab ended,
-4411 the instance was removed, 1009 a frame was too big, 1011 the engine failed.
+instance is not active; after accepting: 4001 the shell exited, 4410 the lab ended,
+4411 the instance was removed, 4412 the instance failed to start, 4404 it did not start in
+time, 1009 a frame was too big, 1011 the engine failed.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from playground import engine, live
 from playground.errors import ApplicationError, PermissionDenied
 from playground.labs import selectors, services
+from playground.labs.models import InstanceStatus
 from playground.labs.policy import Owner
 
 logger = logging.getLogger(__name__)
@@ -44,10 +56,13 @@ WINDOW = 1 << 20
 MAX_ROWS = 500
 MAX_COLS = 1000
 HEARTBEAT = 30.0
+RECHECK = 2.0
+READY_TIMEOUT = 60.0
 
 CLOSE_EXITED = 4001
 CLOSE_ENDED = 4410
 CLOSE_REMOVED = 4411
+CLOSE_FAILED = 4412
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNAVAILABLE = 4404
 CLOSE_TOO_BIG = 1009
@@ -88,8 +103,10 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     terminal: engine.Terminal | None = None
     pump: asyncio.Task[None] | None = None
     heartbeat: asyncio.Task[None] | None = None
+    waiter: asyncio.Task[None] | None = None
     instance_id: int = 0
     groups_joined: tuple[str, ...] = ()
+    ready_container: str | None = None
 
     async def dispatch(self, message: Any) -> None:
         """Keystrokes and control frames go straight to their handler: Channels' dispatch
@@ -114,7 +131,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             instance = await database_sync_to_async(selectors.instance_for_terminal)(
                 lab_id=lab_id, instance_id=route["instance_id"], owner=self._owner()
             )
-            self.terminal = await engine.engine().attach(instance.container_id)
+            if instance.container_id:
+                self.terminal = await engine.engine().attach(instance.container_id)
         except PermissionDenied as exc:
             logger.info("terminal refused: %s", exc.log_message)
             await self.close(code=CLOSE_FORBIDDEN)
@@ -131,12 +149,65 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.window = asyncio.Event()
         self.window.set()
         self.size: tuple[int, int] | None = None
+        self.wakeup = asyncio.Event()
+        # Joined before the instance is asked about again: no notice falls in between.
         self.groups_joined = (services.lab_group(lab_id), services.instance_group(instance.id))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        self.pump = asyncio.ensure_future(self._pump())
+        if self.terminal is not None:
+            self.pump = asyncio.ensure_future(self._pump())
+        else:
+            self.waiter = asyncio.ensure_future(self._wait_until_ready())
         self.heartbeat = asyncio.ensure_future(self._heartbeat())
+
+    async def _wait_until_ready(self) -> None:
+        """Wait for the instance's container, then attach to it (see the module's doc)."""
+        clock = asyncio.get_running_loop().time
+        deadline, told = clock() + READY_TIMEOUT, ""
+        while True:
+            self.wakeup.clear()
+            container_id = self.ready_container
+            if container_id is None:
+                ready = await database_sync_to_async(selectors.instance_readiness)(
+                    instance_id=self.instance_id
+                )
+                if ready.status in (InstanceStatus.FAILED, InstanceStatus.LOST):
+                    await self.instance_failed({"message": ready.error})
+                    return
+                if ready.status == InstanceStatus.REMOVED:
+                    if not await self._gone():
+                        await self.close(code=CLOSE_UNAVAILABLE)
+                    return
+                container_id = ready.container_id or None
+                if container_id is None and ready.status != told:
+                    deadline, told = clock() + READY_TIMEOUT, ready.status
+                    await self._send_json({"type": "waiting", "status": ready.status})
+                    if ready.pull is not None:
+                        await self._send_json({"type": "pull", **ready.pull})
+            if container_id is not None:
+                await self._attach(container_id)
+                return
+            if told != InstanceStatus.PULLING and clock() > deadline:
+                logger.info("instance %s did not start in time", self.instance_id)
+                await self.close(code=CLOSE_UNAVAILABLE)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), RECHECK)
+
+    async def _attach(self, container_id: str) -> None:
+        try:
+            self.terminal = await engine.engine().attach(container_id)
+        except ApplicationError as exc:
+            logger.warning("terminal of instance %s: %s", self.instance_id, exc.log_message)
+            await self.close(code=CLOSE_ENGINE)
+            return
+        await self._send_json({"type": "ready"})
+        await self._take_size()
+        self.pump = asyncio.ensure_future(self._pump())
+
+    async def _send_json(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(message, separators=(",", ":")))
 
     async def _pump(self) -> None:
         assert self.terminal is not None
@@ -156,6 +227,13 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         # The stream also ends when the lab ends or the instance is removed, possibly before
         # the channel layer's notice arrives: ask the database which it was.
+        if not await self._gone():
+            code = self.terminal.exit_code
+            await self.send(text_data=json.dumps({"type": "exit", "code": code}))
+            await self.close(code=CLOSE_EXITED)
+
+    async def _gone(self) -> bool:
+        """Tell the client and close if the lab ended or the instance was removed."""
         why, reason = await database_sync_to_async(selectors.instance_why_gone)(
             instance_id=self.instance_id
         )
@@ -163,10 +241,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.lab_ended({"reason": reason})
         elif why == "removed":
             await self.instance_removed({})
-        else:
-            code = self.terminal.exit_code
-            await self.send(text_data=json.dumps({"type": "exit", "code": code}))
-            await self.close(code=CLOSE_EXITED)
+        return why != "exited"
 
     async def _heartbeat(self) -> None:
         """Presence (who is attached) in Redis, refreshed while the socket is open."""
@@ -177,9 +252,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(HEARTBEAT)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.terminal is None:
+        if not self.instance_id:
             return
         if bytes_data is not None:
+            if self.terminal is None:
+                return  # nothing to type into yet
             if len(bytes_data) > MAX_INPUT:
                 await self.close(code=CLOSE_TOO_BIG)
                 return
@@ -216,8 +293,26 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps({"type": "removed"}))
         await self.close(code=CLOSE_REMOVED)
 
+    async def instance_ready(self, event: dict[str, Any]) -> None:
+        container_id = event.get("container_id")
+        if self.terminal is None and isinstance(container_id, str) and container_id:
+            self.ready_container = container_id
+            self.wakeup.set()
+
+    async def instance_failed(self, event: dict[str, Any]) -> None:
+        if self.terminal is not None:
+            return
+        message = str(event.get("message") or "This instance could not be started.")
+        await self._send_json({"type": "failed", "message": message})
+        await self.close(code=CLOSE_FAILED)
+
+    async def instance_pull(self, event: dict[str, Any]) -> None:
+        progress = event.get("progress")
+        if self.terminal is None and isinstance(progress, dict):
+            await self._send_json({"type": "pull", **progress})
+
     async def disconnect(self, code: int) -> None:
-        for task in (self.pump, self.heartbeat):
+        for task in (self.pump, self.heartbeat, self.waiter):
             if task is not None:
                 task.cancel()
         for group in self.groups_joined:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,12 +35,34 @@ def instance_get(*, lab: Lab, instance_id: int) -> Instance:
 
 
 def instance_for_terminal(*, lab_id: uuid.UUID | str, instance_id: int, owner: Owner) -> Instance:
-    """The instance a terminal may attach to: owned, in an active lab, with a container."""
+    """The instance a terminal may attach to, or wait for: owned, active, in an active lab.
+    One without a container yet is being launched or pulled."""
     lab = lab_get(lab_id=lab_id, owner=owner)
     instance = instance_get(lab=lab, instance_id=instance_id)
-    if not lab.is_active or not instance.is_active or not instance.container_id:
+    if not lab.is_active or not instance.is_active:
         raise ApplicationError("This instance is not running.", f"{instance} is not attachable")
     return instance
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Where a waiting terminal's instance is: its status ("removed" once it or its lab is
+    gone), its container once launched, why it failed, and the progress of its pull."""
+
+    status: str
+    container_id: str = ""
+    error: str = ""
+    pull: dict[str, Any] | None = None
+
+
+def instance_readiness(*, instance_id: int) -> Readiness:
+    instance = Instance.objects.select_related("lab").filter(id=instance_id).first()
+    if instance is None or not instance.lab.is_active:
+        return Readiness(InstanceStatus.REMOVED)
+    pull = None
+    if instance.status == InstanceStatus.PULLING:
+        pull = live.state().pull_progress(instance.id)
+    return Readiness(instance.status, instance.container_id, instance.error, pull)
 
 
 def instance_why_gone(*, instance_id: int) -> tuple[str, str]:
@@ -74,6 +97,17 @@ def instances_active(*, lab: Lab) -> QuerySet[Instance]:
     return lab.instances.filter(status__in=ACTIVE_STATUSES).select_related("image")
 
 
+def instances_shown(*, lab: Lab) -> QuerySet[Instance]:
+    """The tabs of the lab's page: active instances, and failed ones with their reason."""
+    shown = (*ACTIVE_STATUSES, InstanceStatus.FAILED)
+    return lab.instances.filter(status__in=shown).select_related("image")
+
+
+def lab_failures(*, lab: Lab) -> list[tuple[str, str]]:
+    """(name, reason) of each instance of the lab that could not be started."""
+    return list(lab.instances.exclude(error="").values_list("name", "error"))
+
+
 def instances_running_count() -> int:
     """Instances holding host resources now: what the capacity limit counts."""
     return Instance.objects.filter(status__in=ACTIVE_STATUSES, lab__ended_at__isnull=True).count()
@@ -95,7 +129,7 @@ def lab_status(*, lab: Lab) -> dict[str, Any]:
     state = live.state()
     remaining = max(0.0, (lab.expires_at - timezone.now()).total_seconds())
     instances = []
-    for instance in instances_active(lab=lab) if lab.is_active else []:
+    for instance in instances_shown(lab=lab) if lab.is_active else []:
         usage = None
         if instance.container_id:
             try:
@@ -113,6 +147,7 @@ def lab_status(*, lab: Lab) -> dict[str, Any]:
                 "memory": usage.memory if usage else None,
                 "memory_limit": usage.memory_limit if usage else None,
                 "attached": state.presence_count(instance.id),
+                "error": instance.error,
             }
         )
     return {

@@ -1,36 +1,57 @@
 """Writes: starting, extending and ending labs; adding, restarting and removing instances;
-expiring labs and rebuilding the live state. Engine calls go through ``playground.engine``.
+pulling their images; expiring labs and rebuilding the live state. Engine calls go through
+``playground.engine``.
 
 The database row of an instance is committed before its container is launched, so that
-reconciliation can always tell the site's containers from orphans.
+reconciliation can always tell the site's containers from orphans. An instance whose image
+is on the host is launched straight away (by a view: concurrently, on the server's loop, so
+the page loads while the engine works); one whose image is not is "pulling" until the
+``instance_pull`` Celery task has pulled it, reporting progress through Redis and the
+channel layer, and launched it. Either way the instance's terminals are told when it is
+ready ("instance.ready") or why it failed ("instance.failed"), and the reason is kept on the
+instance for the page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
-from playground import engine, live
+from playground import background, engine, live
 from playground.catalog.models import Image
 from playground.catalog.selectors import image_get
 from playground.errors import ApplicationError, AtCapacity, LimitReached
 from playground.labs import selectors
-from playground.labs.models import EndReason, Instance, InstanceStatus, Lab
+from playground.labs.models import (
+    PENDING_STATUSES,
+    EndReason,
+    Instance,
+    InstanceStatus,
+    Lab,
+)
 from playground.labs.policy import Owner, limits_for
+from playground.labs.progress import PullReport
 
 logger = logging.getLogger(__name__)
 
 RATE_WINDOW = 3600
+# Reconciliation fails instances still waiting after this long (their launch or pull died).
+STARTING_GRACE = timedelta(minutes=2)
+PULLING_GRACE = timedelta(hours=1)
 
 
 def lab_group(lab_id: uuid.UUID | str) -> str:
@@ -41,15 +62,20 @@ def instance_group(instance_id: int) -> str:
     return f"instance-{instance_id}"
 
 
-def _notify(group: str, message: dict[str, Any]) -> None:
-    """Tell the terminals of a lab or instance; they end their own connections."""
+async def _tell(group: str, message: dict[str, Any]) -> None:
+    """Tell the terminals of a lab or instance; they end their own connections. A missed
+    notice is healed anyway: attach streams end, and waiting terminals ask again."""
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group, message)
-    except Exception:  # a missed notice is healed by the attach stream ending anyway
+        await layer.group_send(group, message)
+    except Exception:
         logger.warning("could not notify %s of %s", group, message.get("type"), exc_info=True)
+
+
+def _notify(group: str, message: dict[str, Any]) -> None:
+    async_to_sync(_tell)(group, message)
 
 
 # -- admission ------------------------------------------------------------------------------
@@ -94,9 +120,16 @@ def _check_rate(*, owner: Owner, client_address: str) -> None:
 
 
 def lab_start(
-    *, owner: Owner, image_slug: str, client_address: str, ticket: str | None = None
+    *,
+    owner: Owner,
+    image_slug: str,
+    client_address: str,
+    ticket: str | None = None,
+    concurrently: bool = False,
 ) -> Lab:
-    """A new lab with one instance of ``image_slug``, launched at once."""
+    """A new lab with one instance of ``image_slug``, launched at once: before returning, or
+    ``concurrently`` (then a failure is told on the lab's page, not raised), or after its
+    image has been pulled."""
     limits = limits_for(owner)
     active = selectors.labs_active(owner=owner).count()
     if active >= limits.labs:
@@ -109,6 +142,7 @@ def lab_start(
     if ticket is None:
         _check_rate(owner=owner, client_address=client_address)
     _admit(ticket=ticket)
+    status = _first_status(image)
     now = timezone.now()
     with transaction.atomic():
         lab = Lab.objects.create(
@@ -118,14 +152,10 @@ def lab_start(
             expires_at=now + limits.lifetime,
             max_expires_at=now + limits.max_lifetime,
         )
-        instance = _instance_create(lab=lab, image=image)
+        instance = _instance_create(lab=lab, image=image, status=status)
+    _instance_begin(instance=instance, concurrently=concurrently)
     live.state().lab_expiry_set(str(lab.id), lab.expires_at.timestamp())
-    try:
-        _instance_launch(instance=instance)
-    except ApplicationError:
-        lab_end(lab=lab, reason=EndReason.FAILED)
-        raise
-    logger.info("lab %s started with %s", lab.id, instance.container_id[:12])
+    logger.info("lab %s started: %s is %s", lab.id, instance.name, instance.status)
     return lab
 
 
@@ -200,7 +230,13 @@ def labs_claim(*, session_key: str, user_id: int) -> int:
 # -- instances ------------------------------------------------------------------------------
 
 
-def _instance_create(*, lab: Lab, image: Image) -> Instance:
+def _first_status(image: Image) -> InstanceStatus:
+    """A new instance starts at once if its image is on the host, else it is pulled first."""
+    present = engine.blocking(engine.engine().image_present)(image.reference)
+    return InstanceStatus.STARTING if present else InstanceStatus.PULLING
+
+
+def _instance_create(*, lab: Lab, image: Image, status: InstanceStatus) -> Instance:
     last = lab.instances.aggregate(n=Max("number"))["n"] or 0
     return Instance.objects.create(
         lab=lab,
@@ -208,12 +244,56 @@ def _instance_create(*, lab: Lab, image: Image) -> Instance:
         name=f"node{last + 1}",
         image=image,
         image_reference=image.reference,
+        status=status,
     )
 
 
-def _instance_launch(*, instance: Instance) -> None:
+def _instance_begin(*, instance: Instance, concurrently: bool) -> None:
+    """Launch a committed instance: now, or ``concurrently`` on the server's loop (when the
+    process has one); a pulling one is launched by the Celery task that pulls its image,
+    enqueued on commit."""
+    if instance.status == InstanceStatus.PULLING:
+        transaction.on_commit(partial(_pull_enqueue, instance=instance))
+    elif concurrently and background.available():
+        background.soon(partial(_instance_launch_soon, instance), f"launch {instance}")
+    else:
+        _instance_launch(instance=instance)
+
+
+async def _instance_launch_soon(instance: Instance) -> None:
+    """``_instance_launch`` on the server's loop: the engine is asked at once, without a
+    thread hop, and the terminals hear of the container before the database does (they
+    attach by its id); the database is written from a worker thread."""
+    try:
+        state = await engine.engine().launch(_instance_spec(instance))
+    except ApplicationError as exc:
+        await database_sync_to_async(_instance_failed, thread_sensitive=False)(
+            instance=instance, error=exc
+        )
+        raise
+    ready = {"type": "instance.ready", "container_id": state.container_id}
+    await _tell(instance_group(instance.id), ready)
+    await database_sync_to_async(_instance_started, thread_sensitive=False)(
+        instance=instance, container_id=state.container_id, notify=False
+    )
+
+
+def instance_launch(*, instance_id: int) -> Instance | None:
+    """Launch the container of a starting instance; any other is left alone. A failure is
+    recorded on the instance, then raised."""
+    instance = (
+        Instance.objects.select_related("image")
+        .filter(id=instance_id, status=InstanceStatus.STARTING)
+        .first()
+    )
+    if instance is not None:
+        _instance_launch(instance=instance)
+    return instance
+
+
+def _instance_spec(instance: Instance) -> engine.InstanceSpec:
     lab_id = str(instance.lab_id)
-    spec = engine.InstanceSpec(
+    return engine.InstanceSpec(
         image=instance.image_reference,
         name=f"pg-{instance.lab_id.hex}-{instance.number}",
         hostname=instance.name,
@@ -227,16 +307,53 @@ def _instance_launch(*, instance: Instance) -> None:
         cpus=settings.INSTANCE_CPUS,
         pids=settings.INSTANCE_PIDS,
     )
+
+
+def _instance_launch(*, instance: Instance) -> None:
+    """Create and start the instance's container. A failure is recorded on the instance
+    (and ends the lab if it was the lab's first), then raised."""
     try:
-        state = engine.blocking(engine.engine().launch)(spec)
-    except ApplicationError:
-        instance.status = InstanceStatus.FAILED
-        instance.save(update_fields=["status"])
+        state = engine.blocking(engine.engine().launch)(_instance_spec(instance))
+    except ApplicationError as exc:
+        _instance_failed(instance=instance, error=exc)
         raise
-    instance.container_id = state.container_id
-    instance.status = InstanceStatus.RUNNING
-    instance.save(update_fields=["container_id", "status"])
+    _instance_started(instance=instance, container_id=state.container_id)
+
+
+def _instance_started(*, instance: Instance, container_id: str, notify: bool = True) -> None:
+    updated = Instance.objects.filter(id=instance.id, status__in=PENDING_STATUSES).update(
+        status=InstanceStatus.RUNNING, container_id=container_id
+    )
+    if not updated:
+        # Removed, or its lab ended, while the engine launched it.
+        logger.info("instance %s went away while starting: removing %s", instance.id, container_id)
+        with contextlib.suppress(ApplicationError):  # else reconciliation removes it
+            engine.blocking(engine.engine().remove)(container_id)
+        return
+    instance.status, instance.container_id = InstanceStatus.RUNNING, container_id
     live.state().instance_status_set(instance.id, instance.status)
+    if notify:
+        _notify(
+            instance_group(instance.id), {"type": "instance.ready", "container_id": container_id}
+        )
+
+
+def _instance_failed(*, instance: Instance, error: ApplicationError) -> None:
+    """Keep why the instance could not start, and tell its terminals; if it was the lab's
+    first, the lab could not be started: it ends."""
+    logger.warning("instance %s failed: %s", instance.id, error.log_message)
+    message = error.user_message[:500]
+    updated = Instance.objects.filter(id=instance.id, status__in=PENDING_STATUSES).update(
+        status=InstanceStatus.FAILED, error=message
+    )
+    if not updated:
+        return
+    instance.status, instance.error = InstanceStatus.FAILED, message
+    live.state().instance_status_set(instance.id, instance.status)
+    if instance.number == 1:  # its page reloads, and says why
+        lab_end(lab=Lab.objects.get(id=instance.lab_id), reason=EndReason.FAILED)
+    else:
+        _notify(instance_group(instance.id), {"type": "instance.failed", "message": message})
 
 
 def _instance_discard(*, instance: Instance) -> None:
@@ -248,7 +365,10 @@ def _instance_discard(*, instance: Instance) -> None:
     _notify(instance_group(instance.id), {"type": "instance.removed"})
 
 
-def instance_add(*, lab: Lab, owner: Owner, image_slug: str) -> Instance:
+def instance_add(
+    *, lab: Lab, owner: Owner, image_slug: str, concurrently: bool = False
+) -> Instance:
+    """One more instance in ``lab``, launched as ``lab_start`` launches the first."""
     if not lab.is_active:
         raise ApplicationError("This lab has ended.", f"add to ended lab {lab.id}")
     limit = limits_for(owner).instances
@@ -265,9 +385,10 @@ def instance_add(*, lab: Lab, owner: Owner, image_slug: str) -> Instance:
             "host at capacity",
             temporary=True,
         ) from None
+    status = _first_status(image)
     with transaction.atomic():
-        instance = _instance_create(lab=lab, image=image)
-    _instance_launch(instance=instance)
+        instance = _instance_create(lab=lab, image=image, status=status)
+    _instance_begin(instance=instance, concurrently=concurrently)
     return instance
 
 
@@ -288,6 +409,94 @@ def instance_remove(*, lab: Lab, instance: Instance) -> None:
     live.state().lab_forget("-", [instance.id])
 
 
+# -- pulling --------------------------------------------------------------------------------
+
+
+def _pull_enqueue(*, instance: Instance) -> None:
+    from playground.labs import tasks  # tasks import this module
+
+    try:
+        tasks.instance_pull.delay(instance.id)
+    except OperationalError as exc:  # the broker is down: say so rather than wait forever
+        _instance_failed(
+            instance=instance,
+            error=ApplicationError(
+                "The playground could not start downloading this image. Try again in a moment.",
+                f"enqueue the pull of instance {instance.id}: {exc}",
+                temporary=True,
+            ),
+        )
+
+
+def _pulling(instance_id: int) -> Instance | None:
+    return (
+        Instance.objects.select_related("image")
+        .filter(id=instance_id, status=InstanceStatus.PULLING, lab__ended_at__isnull=True)
+        .first()
+    )
+
+
+def instance_pull(*, instance_id: int, may_retry: bool = False) -> None:
+    """Pull the image of an instance that waits for it, reporting progress to Redis and to
+    its terminals, then launch it. Idempotent: an instance that does not wait (any more) is
+    left alone. A temporary failure is raised if ``may_retry`` (the task tries again); any
+    other failure is recorded on the instance."""
+    instance = _pulling(instance_id)
+    if instance is None:
+        return
+    try:
+        engine.blocking(_pull)(instance.id, instance.image_reference)
+    except ApplicationError as exc:
+        if exc.temporary and may_retry:
+            logger.info("pull for instance %s will be retried: %s", instance.id, exc.log_message)
+            raise
+        _instance_failed(instance=instance, error=exc)
+        return
+    if not Instance.objects.filter(id=instance.id, status=InstanceStatus.PULLING).update(
+        status=InstanceStatus.STARTING
+    ):
+        return  # removed while its image was pulled
+    instance.status = InstanceStatus.STARTING
+    with contextlib.suppress(ApplicationError):  # recorded on the instance
+        _instance_launch(instance=instance)
+
+
+def instance_pull_abandon(*, instance_id: int) -> None:
+    """The pull ran out of time: the instance fails, saying so."""
+    instance = Instance.objects.filter(id=instance_id, status__in=PENDING_STATUSES).first()
+    if instance is not None:
+        _instance_failed(
+            instance=instance,
+            error=ApplicationError(
+                "Downloading the image took too long. Try again later.",
+                f"the pull for instance {instance_id} ran out of time",
+            ),
+        )
+
+
+async def _pull(instance_id: int, reference: str) -> None:
+    report = PullReport(reference)
+    try:
+        async for step in engine.engine().pull(reference):
+            if report.take(step):
+                await _pull_publish(instance_id, report.snapshot())
+    except ApplicationError as exc:
+        report.note = exc.user_message
+        await _pull_publish(instance_id, report.snapshot())
+        raise
+
+
+async def _pull_publish(instance_id: int, progress: dict[str, Any]) -> None:
+    """Progress to Redis (for pages loaded mid-pull) and to the instance's terminals. Losing
+    it loses only the picture, not the pull."""
+    try:
+        store = sync_to_async(live.state().pull_progress_set, thread_sensitive=False)
+        await store(instance_id, progress)
+    except Exception:
+        logger.warning("could not store the pull progress of %s", instance_id, exc_info=True)
+    await _tell(instance_group(instance_id), {"type": "instance.pull", "progress": progress})
+
+
 # -- reconciliation -------------------------------------------------------------------------
 
 _ENGINE_TO_STATUS = {
@@ -305,11 +514,16 @@ def live_state_rebuild() -> dict[str, int]:
     containers = {c.container_id: c for c in engine.blocking(engine.engine().containers)()}
     state = live.state()
     seen: set[str] = set()
-    counts = {"instances": 0, "labs": 0, "orphans": 0, "lost": 0}
+    waiting: set[str] = set()  # instances whose container may not be in the database yet
+    counts = {"instances": 0, "labs": 0, "orphans": 0, "lost": 0, "stuck": 0}
     for lab in Lab.objects.filter(ended_at__isnull=True).prefetch_related("instances"):
         state.lab_expiry_set(str(lab.id), lab.expires_at.timestamp())
         counts["labs"] += 1
         for instance in lab.instances.all():
+            if instance.status in PENDING_STATUSES and not instance.container_id:
+                waiting.add(str(instance.id))
+                counts["stuck"] += _fail_if_stuck(instance)
+                continue
             if not instance.is_active or not instance.container_id:
                 continue
             seen.add(instance.container_id)
@@ -322,7 +536,25 @@ def live_state_rebuild() -> dict[str, int]:
             state.instance_status_set(instance.id, status)
             counts["instances"] += 1
     for container_id in containers.keys() - seen:
+        if containers[container_id].labels.get(engine.LABEL_INSTANCE) in waiting:
+            continue
         logger.warning("removing orphaned container %s", container_id[:12])
         engine.blocking(engine.engine().remove)(container_id)
         counts["orphans"] += 1
     return counts
+
+
+def _fail_if_stuck(instance: Instance) -> bool:
+    """An instance still waiting long after its launch or pull should have ended (the
+    server or worker that did it stopped) fails, so that its owner is not kept waiting."""
+    grace = PULLING_GRACE if instance.status == InstanceStatus.PULLING else STARTING_GRACE
+    if instance.created > timezone.now() - grace:
+        return False
+    _instance_failed(
+        instance=instance,
+        error=ApplicationError(
+            "This instance did not start in time. Remove it and add another.",
+            f"instance {instance.id} was {instance.status} for more than {grace}",
+        ),
+    )
+    return True

@@ -2,6 +2,10 @@
 
 Every view that names a lab checks that the requester owns it (403 otherwise); every form is
 a POST with a CSRF token. Errors are shown as sentences, never as tracebacks.
+
+Starting a lab or adding an instance answers before the engine has launched the container
+(``concurrently``): the redirect, the lab page and the terminal's WebSocket overlap the
+launch, and the terminal waits for it; a failure is told on the lab's page.
 """
 
 from __future__ import annotations
@@ -102,7 +106,10 @@ def lab_new(request: HttpRequest) -> HttpResponse:
     slug = request.POST.get("image", "")
     try:
         lab = services.lab_start(
-            owner=owner, image_slug=slug, client_address=client_address(request)
+            owner=owner,
+            image_slug=slug,
+            client_address=client_address(request),
+            concurrently=True,
         )
     except AtCapacity:
         request.session[QUEUE_SESSION_KEY] = {"ticket": uuid.uuid4().hex, "image": slug}
@@ -130,6 +137,7 @@ def queue_status(request: HttpRequest) -> JsonResponse:
             image_slug=waiting["image"],
             client_address=client_address(request),
             ticket=waiting["ticket"],
+            concurrently=True,
         )
     except AtCapacity as exc:
         return JsonResponse({"position": exc.position})
@@ -145,8 +153,10 @@ def queue_status(request: HttpRequest) -> JsonResponse:
 def lab_detail(request: HttpRequest, lab_id: uuid.UUID) -> HttpResponse:
     lab = selectors.lab_get(lab_id=lab_id, owner=owner_of(request))
     if not lab.is_active:
-        return render(request, "labs/ended.html", {"lab": lab})
-    instances = list(selectors.instances_active(lab=lab))
+        failures = selectors.lab_failures(lab=lab)
+        return render(request, "labs/ended.html", {"lab": lab, "failures": failures})
+    instances = list(selectors.instances_shown(lab=lab))
+    active = [i for i in instances if i.is_active]
     config: dict[str, Any] = {
         "lab": str(lab.id),
         "statusUrl": reverse("labs:status", kwargs={"lab_id": lab.id}),
@@ -155,6 +165,7 @@ def lab_detail(request: HttpRequest, lab_id: uuid.UUID) -> HttpResponse:
             {
                 "id": i.id,
                 "name": i.name,
+                "status": i.status,
                 "ws": f"/ws/labs/{lab.id}/instances/{i.id}/terminal/",
             }
             for i in instances
@@ -169,7 +180,7 @@ def lab_detail(request: HttpRequest, lab_id: uuid.UUID) -> HttpResponse:
             "instances": instances,
             "images": image_list(),
             "config": config,
-            "can_add": len(instances) < limits_for(owner).instances,
+            "can_add": len(active) < limits_for(owner).instances,
         },
     )
 
@@ -204,7 +215,9 @@ def lab_end(request: HttpRequest, lab_id: uuid.UUID) -> HttpResponse:
 def instance_add(request: HttpRequest, lab_id: uuid.UUID) -> HttpResponse:
     owner = owner_of(request)
     lab = selectors.lab_get(lab_id=lab_id, owner=owner)
-    instance = services.instance_add(lab=lab, owner=owner, image_slug=request.POST.get("image", ""))
+    instance = services.instance_add(
+        lab=lab, owner=owner, image_slug=request.POST.get("image", ""), concurrently=True
+    )
     return redirect(reverse("labs:detail", kwargs={"lab_id": lab.id}) + f"#{instance.name}")
 
 

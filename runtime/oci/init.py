@@ -232,13 +232,13 @@ def _where(exc: BaseException) -> str:
 
 
 def _reset_signals() -> None:
-    """Default dispositions and an empty mask, whatever the runtime inherited."""
+    """Default dispositions and an empty mask, whatever the runtime inherited (glibc's
+    reserved real-time signals included: they can arrive ignored too)."""
     for signum in range(1, signal.NSIG):
         if signum in (signal.SIGKILL, signal.SIGSTOP):
             continue
-        with contextlib.suppress(OSError, ValueError, RuntimeError):
-            if signal.getsignal(signum) != signal.SIG_DFL:
-                signal.signal(signum, signal.SIG_DFL)
+        with contextlib.suppress(OSError):
+            linux.signal_default(signum)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 

@@ -1,6 +1,8 @@
 // The lab page: one xterm.js terminal per instance tab, each on its own WebSocket.
 // window.term is the active tab's Terminal (tests read its buffer); window.playground holds
-// the tabs. Protocol: see playground/labs/consumers.py.
+// the tabs. Protocol: see playground/labs/consumers.py. While an instance starts, or its
+// image is pulled, the socket is open and the server says so ("waiting", then per-layer
+// "pull" progress), then "ready" and the shell's bytes; or "failed" and why.
 (function () {
   "use strict";
 
@@ -10,6 +12,21 @@
   const CLOSE_EXITED = 4001;
   const CLOSE_ENDED = 4410;
   const CLOSE_REMOVED = 4411;
+  const CLOSE_FAILED = 4412;
+  const PHASES = {
+    waiting: "Waiting",
+    downloading: "Downloading",
+    verifying: "Verifying",
+    extracting: "Extracting",
+    done: "Pull complete",
+    exists: "Already here",
+  };
+
+  function formatSize(n) {
+    if (n >= 1 << 20) return (n / (1 << 20)).toFixed(1) + " MiB";
+    if (n >= 1 << 10) return (n / (1 << 10)).toFixed(0) + " KiB";
+    return n + " B";
+  }
 
   function csrfToken() {
     const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -53,6 +70,8 @@
       this.element = this.panel.querySelector(".terminal");
       this.stateLabel = this.panel.querySelector(".conn-state");
       this.dot = this.button.querySelector(".conn");
+      this.pullBox = this.panel.querySelector(".pull");
+      this.failure = this.panel.querySelector(".failure");
       this.term = null;
       this.ws = null;
       this.attempts = 0;
@@ -92,6 +111,11 @@
       this.bindClipboard();
       this.bindSearch();
       this.fitNow();
+      if (this.instance.status === "failed") {
+        this.stopped = true;
+        this.setState("failed", "Could not start");
+        return;
+      }
       this.connect();
     }
 
@@ -210,6 +234,7 @@
           return;
         }
         const data = new Uint8Array(event.data);
+        if (this.state !== "connected") this.setState("connected", "Connected");
         this.term.write(data, () => this.acknowledge(data.length));
       };
       ws.onclose = (event) => this.closed(event);
@@ -220,7 +245,60 @@
       try { message = JSON.parse(text); } catch (e) { return; }
       if (message.type === "exit") {
         this.term.write("\r\n\x1b[2m[the shell exited with code " + message.code + "]\x1b[0m\r\n");
+      } else if (message.type === "waiting") {
+        const pulling = message.status === "pulling";
+        this.setState(pulling ? "pulling" : "starting", pulling ? "Downloading the image…" : "Starting…");
+      } else if (message.type === "pull") {
+        this.showPull(message);
+      } else if (message.type === "ready") {
+        this.pullBox.hidden = true;
+        this.setState("connected", "Connected");
+      } else if (message.type === "failed") {
+        this.showFailure(String(message.message || "This instance could not be started."));
       }
+    }
+
+    // Per-layer bars of the image being pulled; built with textContent only.
+    showPull(progress) {
+      this.pullBox.hidden = false;
+      this.pullBox.querySelector(".pull-ref").textContent = String(progress.reference || "");
+      const list = this.pullBox.querySelector(".layers");
+      for (const layer of progress.layers || []) {
+        const id = String(layer.id);
+        let row = Array.from(list.children).find((li) => li.dataset.layer === id);
+        if (!row) {
+          row = document.createElement("li");
+          row.className = "layer";
+          row.dataset.layer = id;
+          for (const part of ["layer-id", "bar", "phase", "bytes"]) {
+            const cell = document.createElement(part === "bar" ? "progress" : "span");
+            cell.className = part;
+            row.appendChild(cell);
+          }
+          row.querySelector(".layer-id").textContent = id;
+          list.appendChild(row);
+        }
+        const total = Number(layer.total) || 0;
+        const current = Number(layer.current) || 0;
+        const bar = row.querySelector(".bar");
+        bar.max = total || 1;
+        bar.value = layer.phase === "exists" || layer.phase === "done" ? bar.max : current;
+        row.dataset.phase = String(layer.phase);
+        row.querySelector(".phase").textContent = PHASES[layer.phase] || String(layer.phase);
+        row.querySelector(".bytes").textContent = total ? formatSize(current) + " / " + formatSize(total) : "";
+      }
+      const note = this.pullBox.querySelector(".pull-note");
+      note.textContent = String(progress.note || "");
+      note.hidden = !progress.note;
+    }
+
+    showFailure(text) {
+      this.pullBox.hidden = true;
+      this.failure.textContent = text;
+      this.failure.hidden = false;
+      this.stopped = true;
+      this.setState("failed", "Could not start");
+      setTimeout(poll, 1000); // a lab whose first instance failed has ended: poll reloads
     }
 
     closed(event) {
@@ -228,6 +306,10 @@
       if (this.stopped) return;
       if (event.code === CLOSE_ENDED || event.code === CLOSE_REMOVED) {
         location.reload();
+        return;
+      }
+      if (event.code === CLOSE_FAILED) {
+        this.showFailure(this.failure.textContent || "This instance could not be started.");
         return;
       }
       if (event.code === CLOSE_EXITED) {
@@ -345,6 +427,11 @@
         item.cpu_percent === null ? "–" : item.cpu_percent + " %";
       panel.querySelector('[data-field="memory"]').textContent = formatBytes(item.memory);
       panel.querySelector('[data-field="attached"]').textContent = item.attached;
+      if (item.error) {
+        const failure = panel.querySelector('[data-field="error"]');
+        failure.textContent = item.error;
+        failure.hidden = false;
+      }
     }
     tick();
   }

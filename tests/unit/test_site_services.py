@@ -107,21 +107,26 @@ def test_a_full_host_queues_starts_and_admits_them_in_order(memory_live: MemoryL
     assert memory_live.queue_position("t2") == 1
 
 
-def test_an_engine_that_is_down_ends_the_lab_and_says_why(fake_engine: FakeEngine) -> None:
+def test_an_engine_that_is_down_refuses_the_start_and_says_why(fake_engine: FakeEngine) -> None:
     fake_engine.fail = DaemonUnavailable("/x.sock", "refused")
     with pytest.raises(ApplicationError) as raised:
         start()
     assert raised.value.user_message.startswith("The container engine is not answering")
     assert raised.value.temporary
+    assert not Lab.objects.exists()
+
+
+def test_a_launch_that_fails_ends_the_lab_and_keeps_why(fake_engine: FakeEngine) -> None:
+    fake_engine.fail = DaemonUnavailable("/x.sock", "refused")
+    fake_engine.fail_ops = {"launch"}
+    with says(ApplicationError, "The container engine is not answering"):
+        start()
     lab = Lab.objects.get()
     assert lab.ended_reason == EndReason.FAILED
-    assert lab.instances.get().status == InstanceStatus.REMOVED
-
-
-def test_a_missing_image_is_told_in_a_sentence(fake_engine: FakeEngine) -> None:
-    fake_engine.images.discard("debian:bookworm")
-    with says(ApplicationError, "debian:bookworm is not on this host"):
-        start(image="debian")
+    instance = lab.instances.get()
+    assert instance.status == InstanceStatus.REMOVED
+    assert instance.error.startswith("The container engine is not answering")
+    assert selectors.lab_failures(lab=lab) == [("node1", instance.error)]
 
 
 def test_an_unknown_image_slug_is_refused() -> None:
@@ -213,7 +218,7 @@ def test_rebuild_restores_live_state_and_removes_orphans(
     )
     memory_live.values.clear()
     counts = services.live_state_rebuild()
-    assert counts == {"instances": 2, "labs": 1, "orphans": 1, "lost": 1}
+    assert counts == {"instances": 2, "labs": 1, "orphans": 1, "lost": 1, "stuck": 0}
     assert stray.container_id not in fake_engine.by_id
     assert memory_live.instance_status(instance.id) == "running"
     assert memory_live.instance_status(gone.id) == "lost"

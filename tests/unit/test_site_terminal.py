@@ -14,8 +14,10 @@ from django.test import Client
 
 from playground.asgi import application
 from playground.engine import FakeContainer, FakeEngine
+from playground.errors import ApplicationError
 from playground.labs import consumers, services
-from playground.labs.models import EndReason, Lab
+from playground.labs.models import EndReason, Instance, InstanceStatus, Lab
+from playground.live import MemoryLiveState
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -178,6 +180,117 @@ async def test_an_ended_lab_tells_its_terminals_why(lab: tuple[Client, Lab]) -> 
     assert await ws.receive_output() == {"type": "websocket.close", "code": consumers.CLOSE_ENDED}
     ws = communicator(lab[0], lab[1])
     assert await ws.connect() == (False, consumers.CLOSE_UNAVAILABLE)
+
+
+def waiting_instance(lab: Lab, status: InstanceStatus) -> Instance:
+    """A second instance of ``lab`` that has no container yet (being launched or pulled)."""
+    first = lab.instances.get()
+    second = Instance.objects.create(
+        lab=lab,
+        number=2,
+        name="node2",
+        image=first.image,
+        image_reference=first.image_reference,
+        status=status,
+    )
+    lab.terminal_path = f"/ws/labs/{lab.id}/instances/{second.id}/terminal/"  # type: ignore[attr-defined]
+    return second
+
+
+async def text(ws: Any) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await ws.receive_from())
+    return message
+
+
+@pytest.mark.asyncio
+async def test_a_terminal_waits_for_its_container_then_attaches(
+    fake_engine: FakeEngine, lab: tuple[Client, Lab]
+) -> None:
+    client, owned = lab
+    second = await database_sync_to_async(waiting_instance)(owned, InstanceStatus.STARTING)
+    ws = communicator(client, owned)
+    assert (await ws.connect())[0]
+    assert await text(ws) == {"type": "waiting", "status": "starting"}
+    await ws.send_to(text_data='{"type": "resize", "rows": 33, "cols": 99}')
+    await ws.send_to(bytes_data=b"lost")  # nothing to type into yet
+    assert await ws.receive_nothing(0.1)
+
+    await database_sync_to_async(services.instance_launch)(instance_id=second.id)
+
+    assert await text(ws) == {"type": "ready"}
+    assert await ws.receive_from() == b"# "
+    await second.arefresh_from_db()
+    box = fake_engine.by_id[second.container_id]
+    assert box.size == (33, 99)  # the size sent while waiting
+    await ws.send_to(bytes_data=b"ok")
+    assert await ws.receive_from() == b"ok"
+    await ws.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_terminal_shows_the_pull_so_far_then_live(
+    fake_engine: FakeEngine, memory_live: MemoryLiveState, lab: tuple[Client, Lab]
+) -> None:
+    client, owned = lab
+    second = await database_sync_to_async(waiting_instance)(owned, InstanceStatus.PULLING)
+    await Instance.objects.filter(id=second.id).aupdate(image_reference="alpine:3")
+    so_far = {"reference": "alpine:3", "layers": [], "pulled": False, "note": ""}
+    memory_live.pull_progress_set(second.id, so_far)  # as a page reloaded mid-pull sees it
+    ws = communicator(client, owned)
+    assert (await ws.connect())[0]
+    assert await text(ws) == {"type": "waiting", "status": "pulling"}
+    assert await text(ws) == {"type": "pull", **so_far}
+
+    await database_sync_to_async(services.instance_pull)(instance_id=second.id)
+
+    first, last = await text(ws), await text(ws)
+    assert first["type"] == last["type"] == "pull"
+    assert [layer["phase"] for layer in first["layers"]] == ["waiting"]  # the first step
+    assert last["pulled"] is True
+    assert [layer["phase"] for layer in last["layers"]] == ["done", "done"]
+    assert await text(ws) == {"type": "ready"}
+    assert await ws.receive_from() == b"# "
+    await ws.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_terminal_is_told_why_its_instance_failed(
+    fake_engine: FakeEngine, lab: tuple[Client, Lab]
+) -> None:
+    from runtime.errors import DaemonUnavailable
+
+    client, owned = lab
+    second = await database_sync_to_async(waiting_instance)(owned, InstanceStatus.STARTING)
+    ws = communicator(client, owned)
+    assert (await ws.connect())[0]
+    assert (await text(ws))["type"] == "waiting"
+    fake_engine.fail = DaemonUnavailable("/x.sock", "refused")
+    with pytest.raises(ApplicationError):
+        await database_sync_to_async(services.instance_launch)(instance_id=second.id)
+    failed = await text(ws)
+    assert failed["type"] == "failed"
+    assert failed["message"].startswith("The container engine is not answering")
+    assert await ws.receive_output() == {"type": "websocket.close", "code": consumers.CLOSE_FAILED}
+    ws = communicator(client, owned)  # a failed instance has no terminal
+    assert await ws.connect() == (False, consumers.CLOSE_UNAVAILABLE)
+
+
+@pytest.mark.asyncio
+async def test_a_missed_notice_is_made_up_for_by_asking_again(
+    lab: tuple[Client, Lab], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumers, "RECHECK", 0.1)
+    client, owned = lab
+    second = await database_sync_to_async(waiting_instance)(owned, InstanceStatus.STARTING)
+    ws = communicator(client, owned)
+    assert (await ws.connect())[0]
+    assert (await text(ws))["type"] == "waiting"
+    # The notice is missed (another process, a channel layer hiccup): the recheck finds it.
+    await Instance.objects.filter(id=second.id).aupdate(
+        status=InstanceStatus.FAILED, error="It broke."
+    )
+    assert await text(ws) == {"type": "failed", "message": "It broke."}
+    await ws.disconnect()
 
 
 def test_control_frames_parse_only_what_is_valid() -> None:

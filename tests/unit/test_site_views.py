@@ -113,6 +113,49 @@ def test_errors_are_sentences_not_tracebacks(client: Client, fake_engine: FakeEn
     assert "Traceback" not in page
 
 
+def test_a_lab_that_could_not_be_started_says_why_on_its_page(
+    client: Client, fake_engine: FakeEngine
+) -> None:
+    from runtime.errors import DaemonUnavailable
+
+    fake_engine.fail = DaemonUnavailable("/x.sock", "refused")
+    fake_engine.fail_ops = {"launch"}
+    client.post("/labs/new", {"image": "busybox"})
+    lab = Lab.objects.get()
+    page = client.get(f"/labs/{lab.id}/").content.decode()
+    assert "it could not be started" in page
+    assert "node1: The container engine is not answering" in page
+
+
+def test_a_failed_instance_keeps_its_tab_with_the_reason(
+    client: Client, fake_engine: FakeEngine
+) -> None:
+    from runtime.errors import InvalidSpec
+
+    lab = start_lab(client)
+    fake_engine.fail = InvalidSpec("process.args", "no such file")
+    fake_engine.fail_ops = {"launch"}
+    client.post(f"/labs/{lab.id}/instances/", {"image": "busybox"})
+    page = client.get(f"/labs/{lab.id}/").content.decode()
+    assert 'data-name="node2"' in page
+    assert "The container engine could not do that." in page
+    assert '"status": "failed"' in page
+
+
+def test_an_image_that_is_not_here_shows_a_pulling_instance(
+    client: Client, fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from playground.labs import tasks
+
+    monkeypatch.setattr(tasks.instance_pull, "delay", lambda instance_id: None)
+    fake_engine.images.discard("debian:bookworm")
+    lab = start_lab(client, "debian")
+    page = client.get(f"/labs/{lab.id}/").content.decode()
+    assert '"status": "pulling"' in page
+    assert 'class="pull"' in page
+    assert not fake_engine.by_id
+
+
 def test_the_status_is_json_for_the_page(client: Client) -> None:
     lab = start_lab(client)
     status = client.get(f"/labs/{lab.id}/status").json()

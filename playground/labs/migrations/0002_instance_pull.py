@@ -4,20 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labs', '0001_initial'),
+        ("labs", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='instance',
-            name='error',
+            model_name="instance",
+            name="error",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AlterField(
-            model_name='instance',
-            name='status',
-            field=models.CharField(choices=[('pulling', 'Pulling'), ('starting', 'Starting'), ('running', 'Running'), ('exited', 'Exited'), ('failed', 'Failed'), ('lost', 'Lost'), ('removed', 'Removed')], default='starting', max_length=16),
+            model_name="instance",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pulling", "Pulling"),
+                    ("starting", "Starting"),
+                    ("running", "Running"),
+                    ("exited", "Exited"),
+                    ("failed", "Failed"),
+                    ("lost", "Lost"),
+                    ("removed", "Removed"),
+                ],
+                default="starting",
+                max_length=16,
+            ),
         ),
     ]
