@@ -326,6 +326,7 @@ class Runtime:
     ) -> int:
         """create + start; in the foreground also wait and delete. Returns the exit status."""
         linux.set_child_subreaper()
+        _reap_children_ourselves()
         stdio = stdio or Stdio()
         proxy = _proxy_pair(stdio, bundle, detach)
         st = self.create(
@@ -360,6 +361,7 @@ class Runtime:
         if not status.can_exec():
             raise InvalidTransition(container_id, status.value, "exec in")
         linux.set_child_subreaper()
+        _reap_children_ourselves()
         stdio = stdio or Stdio()
         proxy = _proxy_pair(stdio, None, detach, process=process)
         req = init.InitRequest(
@@ -381,6 +383,14 @@ class Runtime:
             return 0
         master = terminal.recv_master(proxy[1]) if proxy else -1
         return _wait_child(probe.pid, master)
+
+
+def _reap_children_ourselves() -> None:
+    """With SIGCHLD ignored (inherited from a careless parent) the kernel reaps our children
+    and their exit status is lost: take the default back (main thread only)."""
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def _json(data: dict[str, Any]) -> str:

@@ -142,3 +142,28 @@ def test_spec_writes_a_config_that_runs(tmp_path: Path, fresh_rootfs: Path) -> N
     result = cli(state, "run", "--bundle", str(bundle), "spec-test")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "spec-ok"
+
+
+def _ignore_everything() -> None:
+    """In the runtime's parent: ignore every signal, glibc's reserved ones (32, 33) too."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    action = (ctypes.c_ulong * 4)(1, 0, 0, 0)  # handler SIG_IGN, flags, restorer, mask
+    for signum in range(1, 65):
+        if signum not in (9, 19):
+            libc.syscall(13, signum, ctypes.byref(action), None, 8)
+
+
+def test_the_process_gets_default_dispositions_whatever_the_runtime_inherited(
+    bundle: Bundle,
+) -> None:
+    if os.uname().machine != "x86_64":
+        pytest.fail("the probe uses x86_64's rt_sigaction number")
+    result = bundle.run(
+        ["grep", "-E", "SigIgn|SigBlk", "/proc/self/status"], preexec_fn=_ignore_everything
+    )
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(":\t") for line in result.stdout.splitlines())
+    assert int(fields["SigIgn"], 16) == 0
+    assert int(fields["SigBlk"], 16) == 0

@@ -135,9 +135,7 @@ def test_an_image_the_registry_lacks_ends_the_new_lab_and_says_why(
     tasks.instance_pull(instance.id)
     lab = Lab.objects.get()
     assert lab.ended_reason == EndReason.FAILED
-    assert selectors.lab_failures(lab=lab) == [
-        ("node1", "The image registry has no such image.")
-    ]
+    assert selectors.lab_failures(lab=lab) == [("node1", "The image registry has no such image.")]
     progress = memory_live.pull_progress(instance.id)
     assert progress is None  # the ended lab's live state is forgotten
     assert not fake_engine.by_id
@@ -174,7 +172,9 @@ def test_temporary_failures_are_retried_and_told_while_waiting(
 def test_the_last_try_of_a_temporary_failure_fails_the_instance(
     fake_engine: FakeEngine, enqueued: list[int], django_capture_on_commit_callbacks: Any
 ) -> None:
-    fake_engine.pull_error = RegistryUnreachable("r.example", "ETIMEDOUT", "timeout", temporary=True)
+    fake_engine.pull_error = RegistryUnreachable(
+        "r.example", "ETIMEDOUT", "timeout", temporary=True
+    )
     lab = services.lab_start(owner=ANON, image_slug="busybox", client_address="10.0.0.9")
     with django_capture_on_commit_callbacks(execute=True):
         second = services.instance_add(lab=lab, owner=ANON, image_slug="debian")
