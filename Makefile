@@ -14,6 +14,9 @@ $(PY):
 deps: $(PY)
 	bash scripts/install-system-deps.sh
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# Bytecode ahead of time: every CLI call imports the runtime, and an environment with
+	@# PYTHONDONTWRITEBYTECODE would otherwise compile it from source each time.
+	$(PY) -m compileall -q runtime playground
 
 # The terminal's front end: xterm.js from npm, copied into static/vendor/ (no CDN).
 web: deps

@@ -8,6 +8,10 @@ application is called on (``remember_loop`` wraps the application in ``playgroun
 A process without one (a Celery worker, a management command, the tests' HTTP client) has
 nothing to hand work to: ``available()`` says so, and the caller does the work itself.
 
+Work on the loop can also tell coroutines of the same process waiting for it
+(``notice``/``expect``), a Redis round trip sooner than the channel layer, which remains the
+way to tell other processes.
+
 Work that the server's shutdown interrupts leaves its instance "starting": the consumer
 stops waiting after a bound, and reconciliation marks the instance failed.
 """
@@ -30,6 +34,8 @@ Application = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable
 _loop: asyncio.AbstractEventLoop | None = None
 # Scheduled work, referenced until done (the event loop keeps only weak references).
 _pending: set[concurrent.futures.Future[None]] = set()
+# Coroutines of this process waiting for a notice, by key.
+_expected: dict[str, set[asyncio.Future[str]]] = {}
 
 
 def remember_loop(application: Application) -> Application:
@@ -78,3 +84,26 @@ def soon(work: Callable[[], Awaitable[None]], what: str) -> None:
     future = asyncio.run_coroutine_threadsafe(_run(work, what), loop)
     _pending.add(future)
     future.add_done_callback(_pending.discard)
+
+
+def expect(key: str) -> asyncio.Future[str]:
+    """A future that ``notice(key, value)`` resolves, if it comes in this process. Call on
+    the loop; cancel the future to stop waiting."""
+    future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    waiting = _expected.setdefault(key, set())
+    waiting.add(future)
+
+    def forget(done: asyncio.Future[str]) -> None:
+        waiting.discard(done)
+        if not waiting and _expected.get(key) is waiting:
+            del _expected[key]
+
+    future.add_done_callback(forget)
+    return future
+
+
+def notice(key: str, value: str) -> None:
+    """Resolve the futures that ``expect(key)`` made (on this loop)."""
+    for future in list(_expected.get(key, ())):
+        if not future.done():
+            future.set_result(value)

@@ -42,7 +42,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from playground import engine, live
+from playground import background, engine, live
 from playground.errors import ApplicationError, PermissionDenied
 from playground.labs import selectors, services
 from playground.labs.models import InstanceStatus
@@ -104,6 +104,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     pump: asyncio.Task[None] | None = None
     heartbeat: asyncio.Task[None] | None = None
     waiter: asyncio.Task[None] | None = None
+    expected: asyncio.Future[str] | None = None
     instance_id: int = 0
     groups_joined: tuple[str, ...] = ()
     ready_container: str | None = None
@@ -150,16 +151,28 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.window.set()
         self.size: tuple[int, int] | None = None
         self.wakeup = asyncio.Event()
-        # Joined before the instance is asked about again: no notice falls in between.
+        # Listening before the instance is asked about again: no notice falls in between.
+        if self.terminal is None:
+            self.expected = background.expect(services.instance_ready_key(instance.id))
+            self.expected.add_done_callback(self._launched_here)
         self.groups_joined = (services.lab_group(lab_id), services.instance_group(instance.id))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         if self.terminal is not None:
-            self.pump = asyncio.ensure_future(self._pump())
+            self._start_pumping()
         else:
             self.waiter = asyncio.ensure_future(self._wait_until_ready())
+
+    def _start_pumping(self) -> None:
+        self.pump = asyncio.ensure_future(self._pump())
         self.heartbeat = asyncio.ensure_future(self._heartbeat())
+
+    def _launched_here(self, expected: asyncio.Future[str]) -> None:
+        """The launch ran in this process: its notice comes before the channel layer's."""
+        if not expected.cancelled():
+            self.ready_container = expected.result()
+            self.wakeup.set()
 
     async def _wait_until_ready(self) -> None:
         """Wait for the instance's container, then attach to it (see the module's doc)."""
@@ -196,6 +209,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 await asyncio.wait_for(self.wakeup.wait(), RECHECK)
 
     async def _attach(self, container_id: str) -> None:
+        if self.expected is not None:
+            self.expected.cancel()
         try:
             self.terminal = await engine.engine().attach(container_id)
         except ApplicationError as exc:
@@ -203,8 +218,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_ENGINE)
             return
         await self._send_json({"type": "ready"})
+        self._start_pumping()
         await self._take_size()
-        self.pump = asyncio.ensure_future(self._pump())
 
     async def _send_json(self, message: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(message, separators=(",", ":")))
@@ -244,7 +259,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         return why != "exited"
 
     async def _heartbeat(self) -> None:
-        """Presence (who is attached) in Redis, refreshed while the socket is open."""
+        """Presence (who is attached) in Redis, refreshed while attached."""
         join = sync_to_async(live.state().presence_join, thread_sensitive=False)
         while True:
             with contextlib.suppress(Exception):
@@ -312,7 +327,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self._send_json({"type": "pull", **progress})
 
     async def disconnect(self, code: int) -> None:
-        for task in (self.pump, self.heartbeat, self.waiter):
+        for task in (self.pump, self.heartbeat, self.waiter, self.expected):
             if task is not None:
                 task.cancel()
         for group in self.groups_joined:

@@ -62,6 +62,11 @@ def instance_group(instance_id: int) -> str:
     return f"instance-{instance_id}"
 
 
+def instance_ready_key(instance_id: int) -> str:
+    """What a terminal of this process ``background.expect``s: the container's id."""
+    return f"instance-ready-{instance_id}"
+
+
 async def _tell(group: str, message: dict[str, Any]) -> None:
     """Tell the terminals of a lab or instance; they end their own connections. A missed
     notice is healed anyway: attach streams end, and waiting terminals ask again."""
@@ -271,6 +276,7 @@ async def _instance_launch_soon(instance: Instance) -> None:
             instance=instance, error=exc
         )
         raise
+    background.notice(instance_ready_key(instance.id), state.container_id)
     ready = {"type": "instance.ready", "container_id": state.container_id}
     await _tell(instance_group(instance.id), ready)
     await database_sync_to_async(_instance_started, thread_sensitive=False)(

@@ -1,10 +1,12 @@
 """A person's way through the site, in Debian's Chromium: start a lab, type into the shell,
-resize, refresh, add an instance, paste; another person is refused; an expired lab says why.
+resize, refresh, add an instance, paste; another person is refused; an expired lab says why;
+an image that is not on the host shows its download, then starts.
 The screen is read from the page's own ``window.term`` (xterm.js's buffer)."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +156,36 @@ def test_an_expired_lab_says_why_it_ended(page: Any, live_site: LiveSite) -> Non
     # Beat runs the expiry every 2 s here; the open page is told, and reloads.
     page.wait_for_selector("#ended-reason", timeout=30_000)
     assert "its lifetime ran out" in page.inner_text("#ended-reason")
+
+
+def test_an_image_that_is_not_here_shows_its_download_then_starts(
+    page: Any, live_site: LiveSite, tmp_path: Path
+) -> None:
+    from tests.conftest import build_busybox_rootfs
+    from tests.integration.fake_registry import FakeRegistry, run_fake_registry
+    from tests.integration.oci_layouts import build_image, make_layer
+
+    built = build_image([make_layer(build_busybox_rootfs(tmp_path / "rootfs"), "gzip")])
+    fake = FakeRegistry(delay=1.5)  # before each blob: long enough to see the bars
+    fake.add_image("play/slow", "v1", built)
+    with run_fake_registry(fake) as registry:
+        live_site.django(
+            "from playground.catalog.models import Image; "
+            f"Image.objects.create(slug='slow', reference='{registry.host}/play/slow:v1', "
+            "title='Slow', position=9)"
+        )
+        page.goto("/labs/new?image=slow")
+        page.click("#start")
+        page.wait_for_url(re.compile(r"/labs/[0-9a-f-]{36}/"))
+        bars = page.locator(".panel:not([hidden]) .pull .layer")
+        bars.first.wait_for(state="visible")
+        assert page.locator(".panel:not([hidden]) .conn-state").inner_text() == (
+            "Downloading the image…"
+        )
+        assert "/play/slow:v1" in page.inner_text(".panel:not([hidden]) .pull-ref")
+        wait_connected(page)
+    assert page.locator(".panel:not([hidden]) .pull").is_hidden()
+    phases = page.eval_on_selector_all(".pull .layer", "rows => rows.map(r => r.dataset.phase)")
+    assert phases and set(phases) <= {"done", "exists"}
+    run(page, "echo pulled-$((40+2))")
+    wait_for_screen(page, r"^pulled-42$")

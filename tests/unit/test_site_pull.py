@@ -234,6 +234,32 @@ def test_a_present_image_is_remembered_briefly(monkeypatch: pytest.MonkeyPatch) 
     assert len(listings) == 3  # a "no" is always asked again
 
 
+def test_reconciliation_spares_launches_under_way_and_fails_stuck_ones(
+    fake_engine: FakeEngine,
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lab = services.lab_start(owner=ANON, image_slug="busybox", client_address="10.0.0.9")
+    fresh = Instance.objects.create(
+        lab=lab, number=2, name="node2", image=lab.instances.get().image,
+        image_reference="busybox:latest", status=InstanceStatus.STARTING,
+    )  # fmt: skip
+    # Its container exists, but the database does not know yet: not an orphan.
+    asyncio.run(fake_engine.launch(services._instance_spec(fresh)))
+    stuck = Instance.objects.create(
+        lab=lab, number=3, name="node3", image=fresh.image, image_reference="alpine:3",
+        status=InstanceStatus.PULLING, created=timezone.now() - timedelta(hours=2),
+    )  # fmt: skip
+    counts = services.live_state_rebuild()
+    assert counts["orphans"] == 0 and counts["stuck"] == 1
+    assert len(fake_engine.by_id) == 2
+    stuck.refresh_from_db()
+    assert stuck.status == InstanceStatus.FAILED
+    assert stuck.error == "This instance did not start in time. Remove it and add another."
+
+
 # -- launching on the server's loop ---------------------------------------------------------
 
 
