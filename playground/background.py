@@ -10,7 +10,8 @@ nothing to hand work to: ``available()`` says so, and the caller does the work i
 
 Work on the loop can also tell coroutines of the same process waiting for it
 (``notice``/``expect``), a Redis round trip sooner than the channel layer, which remains the
-way to tell other processes.
+way to tell other processes. A notice is kept ``NOTICE_TTL`` seconds for those who come
+just after it.
 
 Work that the server's shutdown interrupts leaves its instance "starting": the consumer
 stops waiting after a bound, and reconciliation marks the instance failed.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
@@ -34,8 +36,10 @@ Application = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable
 _loop: asyncio.AbstractEventLoop | None = None
 # Scheduled work, referenced until done (the event loop keeps only weak references).
 _pending: set[concurrent.futures.Future[None]] = set()
-# Coroutines of this process waiting for a notice, by key.
+# Coroutines of this process waiting for a notice, by key; and recent notices.
 _expected: dict[str, set[asyncio.Future[str]]] = {}
+_noticed: dict[str, tuple[float, str]] = {}
+NOTICE_TTL = 10.0
 
 
 def remember_loop(application: Application) -> Application:
@@ -90,6 +94,10 @@ def expect(key: str) -> asyncio.Future[str]:
     """A future that ``notice(key, value)`` resolves, if it comes in this process. Call on
     the loop; cancel the future to stop waiting."""
     future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    seen = _noticed.get(key)
+    if seen is not None and time.monotonic() - seen[0] < NOTICE_TTL:
+        future.set_result(seen[1])
+        return future
     waiting = _expected.setdefault(key, set())
     waiting.add(future)
 
@@ -103,7 +111,12 @@ def expect(key: str) -> asyncio.Future[str]:
 
 
 def notice(key: str, value: str) -> None:
-    """Resolve the futures that ``expect(key)`` made (on this loop)."""
+    """Resolve the futures that ``expect(key)`` made, and those it makes in the next
+    ``NOTICE_TTL`` seconds (call on the loop)."""
+    now = time.monotonic()
+    for old in [k for k, (at, _) in _noticed.items() if now - at >= NOTICE_TTL]:
+        del _noticed[old]
+    _noticed[key] = (now, value)
     for future in list(_expected.get(key, ())):
         if not future.done():
             future.set_result(value)

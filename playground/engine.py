@@ -105,6 +105,8 @@ class Terminal(Protocol):
 
 class Engine(Protocol):
     async def launch(self, spec: InstanceSpec) -> ContainerState: ...
+    async def create(self, spec: InstanceSpec) -> ContainerState: ...
+    async def start(self, container_id: str) -> ContainerState: ...
     async def restart(self, container_id: str) -> ContainerState: ...
     async def remove(self, container_id: str) -> None: ...
     async def state(self, container_id: str) -> ContainerState: ...
@@ -232,6 +234,12 @@ class RuntimeEngine:
         self._tags_at = -math.inf
 
     async def launch(self, spec: InstanceSpec) -> ContainerState:
+        """Create and start a container; one that cannot start is removed."""
+        created = await self.create(spec)
+        return await self.start(created.container_id)
+
+    async def create(self, spec: InstanceSpec) -> ContainerState:
+        """A created container: a terminal may attach to it before it starts."""
         options = ContainerSpec(
             image=spec.image,
             cmd=spec.shell,
@@ -246,13 +254,17 @@ class RuntimeEngine:
             name=spec.name,
             labels=tuple(sorted(spec.labels.items())),
         )
-        with _translated(f"launch {spec.name} from {spec.image}"):
-            info = await self.client.create(options)
+        with _translated(f"create {spec.name} from {spec.image}"):
+            return _state(await self.client.create(options))
+
+    async def start(self, container_id: str) -> ContainerState:
+        """Start a created container; one that cannot start is removed."""
+        with _translated(f"start {container_id}"):
             try:
-                return _state(await self.client.start(info.id))
+                return _state(await self.client.start(container_id))
             except rt.ContainerRuntimeError:
                 with contextlib.suppress(rt.ContainerRuntimeError):
-                    await self.client.remove(info.id, force=True)
+                    await self.client.remove(container_id, force=True)
                 raise
 
     async def restart(self, container_id: str) -> ContainerState:
@@ -414,13 +426,28 @@ class FakeEngine:
             raise translate(rt.ContainerNotFound(container_id), "fake") from None
 
     async def launch(self, spec: InstanceSpec) -> ContainerState:
-        await self._enter("launch", spec.name)
+        created = await self.create(spec)
+        return await self.start(created.container_id)
+
+    async def create(self, spec: InstanceSpec) -> ContainerState:
+        await self._enter("launch", spec.name)  # the first step of a launch
         if spec.image not in self.images:
             raise translate(rt.ImageNotFound(spec.image), f"launch {spec.name}")
         self._next += 1
-        container = FakeContainer(f"{self._next:064x}", spec)
+        container = FakeContainer(f"{self._next:064x}", spec, status="created")
         self.by_id[container.id] = container
-        return ContainerState(container.id, "running", dict(spec.labels))
+        return ContainerState(container.id, "created", dict(spec.labels))
+
+    async def start(self, container_id: str) -> ContainerState:
+        container = self._get(container_id)
+        try:
+            await self._enter("start", container_id)
+        except ApplicationError:  # as the real one: a container that cannot start is removed
+            self.by_id.pop(container_id, None)
+            container.exit(127)
+            raise
+        container.status = "running"
+        return ContainerState(container.id, "running", dict(container.spec.labels))
 
     async def restart(self, container_id: str) -> ContainerState:
         await self._enter("restart", container_id)
@@ -454,7 +481,7 @@ class FakeEngine:
     async def attach(self, container_id: str) -> Terminal:
         await self._enter("attach", container_id)
         container = self._get(container_id)
-        if container.status != "running":
+        if container.status not in ("created", "running"):
             raise translate(rt.InvalidTransition(container_id, container.status, "attach"), "")
         return FakeTerminal(container)
 

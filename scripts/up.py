@@ -188,7 +188,8 @@ def main() -> int:
         sup.start(
             "celery",
             PYTHON, "-m", "celery", "-A", "playground", "worker", "--beat",
-            "--pool", "solo", "--loglevel", "INFO",
+            # prefork: time limits are enforced, and a long pull never holds up expiry.
+            "--pool", "prefork", "--concurrency", "2", "--loglevel", "INFO",
             "--schedule", str(VAR / "celerybeat-schedule"),
         )  # fmt: skip
         daphne = sup.start(

@@ -106,6 +106,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     waiter: asyncio.Task[None] | None = None
     expected: asyncio.Future[str] | None = None
     instance_id: int = 0
+    container_id: str = ""  # the container attached to, or found unattachable
     groups_joined: tuple[str, ...] = ()
     ready_container: str | None = None
 
@@ -166,7 +167,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     def _start_pumping(self) -> None:
         self.pump = asyncio.ensure_future(self._pump())
-        self.heartbeat = asyncio.ensure_future(self._heartbeat())
+        if self.heartbeat is None:
+            self.heartbeat = asyncio.ensure_future(self._heartbeat())
 
     def _launched_here(self, expected: asyncio.Future[str]) -> None:
         """The launch ran in this process: its notice comes before the channel layer's."""
@@ -186,10 +188,10 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     instance_id=self.instance_id
                 )
                 if ready.status in (InstanceStatus.FAILED, InstanceStatus.LOST):
-                    await self.instance_failed({"message": ready.error})
+                    await self._tell_failed(ready.error)
                     return
                 if ready.status == InstanceStatus.REMOVED:
-                    if not await self._gone():
+                    if await self._gone() in ("exited", "pending"):  # not told yet
                         await self.close(code=CLOSE_UNAVAILABLE)
                     return
                 container_id = ready.container_id or None
@@ -198,9 +200,10 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     await self._send_json({"type": "waiting", "status": ready.status})
                     if ready.pull is not None:
                         await self._send_json({"type": "pull", **ready.pull})
-            if container_id is not None:
-                await self._attach(container_id)
+            fresh = container_id is not None and container_id != self.container_id
+            if fresh and await self._attach(str(container_id)):
                 return
+            self.ready_container = None
             if told != InstanceStatus.PULLING and clock() > deadline:
                 logger.info("instance %s did not start in time", self.instance_id)
                 await self.close(code=CLOSE_UNAVAILABLE)
@@ -208,18 +211,25 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), RECHECK)
 
-    async def _attach(self, container_id: str) -> None:
+    async def _attach(self, container_id: str) -> bool:
+        """Attach and pump; True unless the container is gone while the instance is still
+        pending (it failed to start, and the database does not say so yet): then waiting
+        goes on, and this container is not tried again."""
         if self.expected is not None:
             self.expected.cancel()
+        self.container_id = container_id
         try:
             self.terminal = await engine.engine().attach(container_id)
         except ApplicationError as exc:
-            logger.warning("terminal of instance %s: %s", self.instance_id, exc.log_message)
-            await self.close(code=CLOSE_ENGINE)
-            return
+            logger.info("terminal of instance %s: %s", self.instance_id, exc.log_message)
+            why = await self._gone()
+            if why == "exited":
+                await self.close(code=CLOSE_ENGINE)
+            return why != "pending"
         await self._send_json({"type": "ready"})
         self._start_pumping()
         await self._take_size()
+        return True
 
     async def _send_json(self, message: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(message, separators=(",", ":")))
@@ -240,23 +250,36 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             logger.warning("terminal of instance %s: %s", self.instance_id, exc.log_message)
             await self.close(code=CLOSE_ENGINE)
             return
-        # The stream also ends when the lab ends or the instance is removed, possibly before
-        # the channel layer's notice arrives: ask the database which it was.
-        if not await self._gone():
+        # The stream also ends when the lab ends, the instance is removed or could not
+        # start, possibly before the channel layer's notice arrives: ask the database.
+        why = await self._gone()
+        if why == "pending":  # attached early to a container that then failed to start
+            await self._wait_again()
+        elif why == "exited":
             code = self.terminal.exit_code
             await self.send(text_data=json.dumps({"type": "exit", "code": code}))
             await self.close(code=CLOSE_EXITED)
 
-    async def _gone(self) -> bool:
-        """Tell the client and close if the lab ended or the instance was removed."""
-        why, reason = await database_sync_to_async(selectors.instance_why_gone)(
+    async def _gone(self) -> str:
+        """Why the instance has no shell to show; told to the client (and the socket closed)
+        if the lab ended, or the instance was removed or failed."""
+        why, detail = await database_sync_to_async(selectors.instance_why_gone)(
             instance_id=self.instance_id
         )
         if why == "ended":
-            await self.lab_ended({"reason": reason})
+            await self.lab_ended({"reason": detail})
         elif why == "removed":
             await self.instance_removed({})
-        return why != "exited"
+        elif why == "failed":
+            await self._tell_failed(detail)
+        return why
+
+    async def _wait_again(self) -> None:
+        if self.terminal is not None:
+            with contextlib.suppress(Exception):
+                await self.terminal.close()
+        self.terminal, self.ready_container = None, None
+        self.waiter = asyncio.ensure_future(self._wait_until_ready())
 
     async def _heartbeat(self) -> None:
         """Presence (who is attached) in Redis, refreshed while attached."""
@@ -315,9 +338,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             self.wakeup.set()
 
     async def instance_failed(self, event: dict[str, Any]) -> None:
-        if self.terminal is not None:
-            return
-        message = str(event.get("message") or "This instance could not be started.")
+        if self.terminal is None:  # else its stream ends, and the pump asks why
+            await self._tell_failed(str(event.get("message") or ""))
+
+    async def _tell_failed(self, message: str) -> None:
+        message = message or "This instance could not be started."
         await self._send_json({"type": "failed", "message": message})
         await self.close(code=CLOSE_FAILED)
 

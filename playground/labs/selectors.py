@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from playground import engine, live
 from playground.errors import ApplicationError, NotFound, PermissionDenied
-from playground.labs.models import ACTIVE_STATUSES, Instance, InstanceStatus, Lab
+from playground.labs.models import ACTIVE_STATUSES, PENDING_STATUSES, Instance, InstanceStatus, Lab
 from playground.labs.policy import Owner
 
 
@@ -67,7 +67,9 @@ def instance_readiness(*, instance_id: int) -> Readiness:
 
 def instance_why_gone(*, instance_id: int) -> tuple[str, str]:
     """Why a terminal's stream ended: ``("ended", reason)`` when the lab ended,
-    ``("removed", "")`` when the instance was removed, else ``("exited", "")``."""
+    ``("removed", "")`` when the instance was removed, ``("failed", error)`` when it could
+    not start, ``("pending", "")`` when the database does not know yet (a container that
+    failed to start ends the stream of a terminal attached early), else ``("exited", "")``."""
     instance = Instance.objects.select_related("lab").filter(id=instance_id).first()
     if instance is None or instance.status == InstanceStatus.REMOVED:
         if instance is not None and not instance.lab.is_active:
@@ -75,6 +77,10 @@ def instance_why_gone(*, instance_id: int) -> tuple[str, str]:
         return "removed", ""
     if not instance.lab.is_active:
         return "ended", instance.lab.get_ended_reason_display()
+    if instance.status == InstanceStatus.FAILED:
+        return "failed", instance.error
+    if instance.status in PENDING_STATUSES:
+        return "pending", ""
     return "exited", ""
 
 

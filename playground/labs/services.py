@@ -14,6 +14,7 @@ instance for the page.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shlex
@@ -157,7 +158,7 @@ def lab_start(
             expires_at=now + limits.lifetime,
             max_expires_at=now + limits.max_lifetime,
         )
-        instance = _instance_create(lab=lab, image=image, status=status)
+        instance = _instance_create(lab=lab, image=image, status=status, first=True)
     _instance_begin(instance=instance, concurrently=concurrently)
     live.state().lab_expiry_set(str(lab.id), lab.expires_at.timestamp())
     logger.info("lab %s started: %s is %s", lab.id, instance.name, instance.status)
@@ -241,8 +242,10 @@ def _first_status(image: Image) -> InstanceStatus:
     return InstanceStatus.STARTING if present else InstanceStatus.PULLING
 
 
-def _instance_create(*, lab: Lab, image: Image, status: InstanceStatus) -> Instance:
-    last = lab.instances.aggregate(n=Max("number"))["n"] or 0
+def _instance_create(
+    *, lab: Lab, image: Image, status: InstanceStatus, first: bool = False
+) -> Instance:
+    last = 0 if first else lab.instances.aggregate(n=Max("number"))["n"] or 0
     return Instance.objects.create(
         lab=lab,
         number=last + 1,
@@ -267,20 +270,36 @@ def _instance_begin(*, instance: Instance, concurrently: bool) -> None:
 
 async def _instance_launch_soon(instance: Instance) -> None:
     """``_instance_launch`` on the server's loop: the engine is asked at once, without a
-    thread hop, and the terminals hear of the container before the database does (they
-    attach by its id); the database is written from a worker thread."""
+    thread hop, and the terminals hear of the container as soon as it is created, before
+    the database does: they attach while it starts, and its first output reaches them. The
+    database is written from worker threads."""
+    in_thread = partial(database_sync_to_async, thread_sensitive=False)
     try:
-        state = await engine.engine().launch(_instance_spec(instance))
+        created = await engine.engine().create(_instance_spec(instance))
     except ApplicationError as exc:
-        await database_sync_to_async(_instance_failed, thread_sensitive=False)(
-            instance=instance, error=exc
-        )
+        await in_thread(_instance_failed)(instance=instance, error=exc)
         raise
-    background.notice(instance_ready_key(instance.id), state.container_id)
-    ready = {"type": "instance.ready", "container_id": state.container_id}
-    await _tell(instance_group(instance.id), ready)
-    await database_sync_to_async(_instance_started, thread_sensitive=False)(
-        instance=instance, container_id=state.container_id, notify=False
+    container_id = created.container_id
+    background.notice(instance_ready_key(instance.id), container_id)
+    ready = {"type": "instance.ready", "container_id": container_id}
+    told = asyncio.gather(
+        _tell(instance_group(instance.id), ready),
+        in_thread(_instance_created)(instance=instance, container_id=container_id),
+    )
+    try:
+        await engine.engine().start(container_id)
+    except ApplicationError as exc:
+        await told
+        await in_thread(_instance_failed)(instance=instance, error=exc)
+        raise
+    await told
+    await in_thread(_instance_started)(instance=instance, container_id=container_id, notify=False)
+
+
+def _instance_created(*, instance: Instance, container_id: str) -> None:
+    """The container exists, not started yet: terminals that ask the database attach."""
+    Instance.objects.filter(id=instance.id, status=InstanceStatus.STARTING).update(
+        container_id=container_id
     )
 
 

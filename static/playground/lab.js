@@ -254,7 +254,7 @@
         this.pullBox.hidden = true;
         this.setState("connected", "Connected");
       } else if (message.type === "failed") {
-        this.showFailure(String(message.message || "This instance could not be started."));
+        this.showFailure(String(message.message || ""));
       }
     }
 
@@ -293,6 +293,7 @@
     }
 
     showFailure(text) {
+      text = text || "This instance could not be started.";
       this.pullBox.hidden = true;
       this.failure.textContent = text;
       this.failure.hidden = false;
@@ -309,7 +310,7 @@
         return;
       }
       if (event.code === CLOSE_FAILED) {
-        this.showFailure(this.failure.textContent || "This instance could not be started.");
+        this.showFailure(this.failure.textContent);
         return;
       }
       if (event.code === CLOSE_EXITED) {
@@ -331,6 +332,8 @@
         .then((status) => {
           if (status === null) return;
           if (status && status.active === false) { location.reload(); return; }
+          const mine = status && (status.instances || []).find((i) => i.id === this.instance.id);
+          if (mine && mine.status === "failed") { this.showFailure(mine.error || ""); return; }
           this.retry();
         })
         .catch(() => this.retry());

@@ -4,6 +4,7 @@ control, and the notices of an ended lab."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -291,6 +292,49 @@ async def test_a_missed_notice_is_made_up_for_by_asking_again(
     )
     assert await text(ws) == {"type": "failed", "message": "It broke."}
     await ws.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("attached_first", [True, False])
+async def test_a_terminal_attaches_while_its_container_starts_and_hears_if_it_fails(
+    fake_engine: FakeEngine,
+    lab: tuple[Client, Lab],
+    monkeypatch: pytest.MonkeyPatch,
+    attached_first: bool,
+) -> None:
+    """The terminal attaches to the created container while it starts (or finds it gone
+    already), and is told when the start fails."""
+    from runtime.errors import InvalidSpec
+
+    monkeypatch.setattr(consumers, "RECHECK", 0.1)
+    start = fake_engine.start
+
+    async def start_once_attached(container_id: str) -> Any:
+        while attached_first and not fake_engine.by_id[container_id].terminals:
+            await asyncio.sleep(0.01)
+        return await start(container_id)
+
+    monkeypatch.setattr(fake_engine, "start", start_once_attached)
+    client, owned = lab
+    second = await database_sync_to_async(waiting_instance)(owned, InstanceStatus.STARTING)
+    ws = communicator(client, owned)
+    assert (await ws.connect())[0]
+    assert (await text(ws))["type"] == "waiting"
+    fake_engine.fail = InvalidSpec("process.args", "/bin/sh: not found")
+    fake_engine.fail_ops = {"start"}
+    with pytest.raises(ApplicationError):  # as on the server's loop, in this test's loop
+        await services._instance_launch_soon(second)
+    texts, screen = [], b""
+    while (message := await ws.receive_output(2))["type"] == "websocket.send":
+        if message.get("bytes") is not None:
+            screen += message["bytes"]
+        else:
+            texts.append(json.loads(message["text"]))
+    assert message == {"type": "websocket.close", "code": consumers.CLOSE_FAILED}
+    if attached_first:
+        assert texts[0] == {"type": "ready"}  # attached when created, before the start
+        assert screen == b"# "
+    assert texts[-1] == {"type": "failed", "message": "The container engine could not do that."}
 
 
 def test_control_frames_parse_only_what_is_valid() -> None:
