@@ -3,6 +3,7 @@ everything it made (containers, mounts, cgroups) is removed afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -95,3 +96,17 @@ def mounts_snapshot() -> Callable[[], list[str]]:
             return sorted(line.split()[4] for line in f)
 
     return snapshot
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_cgroup_parents() -> Iterator[None]:
+    """The tests' containers live under /playground-test (and the runtime's default
+    /playground): remove those parents, once empty, when the session ends."""
+    yield
+    import glob
+
+    for pattern in ("/sys/fs/cgroup/*/playground-test", "/sys/fs/cgroup/*/playground"):
+        for parent in sorted(glob.glob(pattern)):
+            for root, _dirs, _files in sorted(os.walk(parent), reverse=True):
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)
