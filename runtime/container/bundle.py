@@ -190,5 +190,5 @@ def write_bundle(bundle_dir: str, config: dict[str, Any]) -> None:
     path = os.path.join(bundle_dir, "config.json")
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(config, f)
+        f.write(json.dumps(config))  # one write: json.dump writes chunk by chunk
     os.replace(tmp, path)

@@ -234,8 +234,7 @@ class Engine:
         config["linux"]["cgroupsPath"] = self._cgroup_path(record.id)
         write_bundle(container_dir, config)
         record.args = list(config["process"]["args"])
-        record.mounts = [vars(b) for b in binds]
-        self.containers.save(record)
+        record.mounts = [vars(b) for b in binds]  # saved with the pid by _spawn
 
     def _binds(self, record: ContainerRecord) -> list[BindMount]:
         binds = []
