@@ -55,10 +55,20 @@ class Profile:
     # size and inode count; None keeps it on the engine root's file system, unlimited.
     rootfs_size: int | None = 2 * GIB
     rootfs_inodes: int = 131072
-    # ping without CAP_NET_RAW, as Docker allows (the network namespace is the container's).
-    sysctls: dict[str, str] = field(
-        default_factory=lambda: {"net.ipv4.ping_group_range": "0 2147483647"}
-    )
+    # A user namespace per container: its root is an unprivileged host uid, the first of a
+    # range of ``userns_size`` uids and gids distinct from every other container's
+    # (``runtime.container.idmap``); layers and volumes are shared through idmapped mounts.
+    userns: bool = True
+    userns_size: int = 65536
+    # Other sysctls of the container's own namespaces (see ``all_sysctls``).
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+    def all_sysctls(self) -> dict[str, str]:
+        """ping without CAP_NET_RAW, as Docker allows (the network namespace is the
+        container's), for every group the container has: the range is read in the
+        container's user namespace, where only its own ids exist."""
+        last_gid = self.userns_size - 1 if self.userns else 2147483647
+        return {"net.ipv4.ping_group_range": f"0 {last_gid}", **self.sysctls}
 
     def seccomp_profile(self) -> dict[str, Any] | None:
         if not self.seccomp:

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.container.idmap import IdRange
 from runtime.container.model import RunOptions
 from runtime.errors import InvalidArgument
 from runtime.oci import paths
@@ -114,8 +115,9 @@ def build_config(
     binds: list[BindMount],
     profile: Profile,
     etc_files: dict[str, str],
+    ids: IdRange | None = None,
 ) -> dict[str, Any]:
-    """The config.json of one container."""
+    """The config.json of one container; with ``ids``, in a user namespace of that range."""
     hostname = options.hostname or container_id[:12]
     args = command(options, image_config)
     process: dict[str, Any] = {
@@ -145,6 +147,11 @@ def build_config(
         "annotations": {"io.playground.container": container_id},
         "linux": _linux(container_id, options, profile),
     }
+    if ids is not None:
+        lnx = config["linux"]
+        lnx["namespaces"].insert(0, {"type": "user"})
+        lnx["uidMappings"] = ids.mappings()
+        lnx["gidMappings"] = ids.mappings()
     return config
 
 
@@ -177,8 +184,9 @@ def _linux(container_id: str, options: RunOptions, profile: Profile) -> dict[str
         "maskedPaths": list(profile.masked_paths),
         "readonlyPaths": list(profile.readonly_paths),
     }
-    if profile.sysctls:
-        linux["sysctl"] = dict(profile.sysctls)
+    sysctls = profile.all_sysctls()
+    if sysctls:
+        linux["sysctl"] = sysctls
     seccomp = profile.seccomp_profile()
     if seccomp is not None:
         linux["seccomp"] = seccomp

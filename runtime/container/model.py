@@ -91,6 +91,8 @@ class ContainerRecord:
     args: list[str] = field(default_factory=list)
     mounts: list[dict[str, Any]] = field(default_factory=list)
     restart_count: int = 0
+    # First host uid (and gid) of the container's user namespace; 0: none.
+    userns_base: int = 0
 
     def to_json(self) -> str:
         data = dict(vars(self))

@@ -19,12 +19,16 @@ import os
 import subprocess
 
 from runtime import linux
+from runtime.container import idmap
+from runtime.container.idmap import IdRange
 from runtime.errors import ContainerRuntimeError
 
 logger = logging.getLogger(__name__)
 
 WRITABLE = "writable"
 WRITABLE_IMAGE = "writable.img"
+# Idmapped views of a user-namespaced container's volumes and host folders.
+BINDS = "binds"
 _MKFS_TIMEOUT = 60
 
 
@@ -33,9 +37,13 @@ def mount_overlay(
     container_dir: str,
     size: int | None = None,
     inodes: int | None = None,
+    ids: IdRange | None = None,
+    userns: int = -1,
 ) -> str:
     """Mount ``layers`` (lowest first) with an upper dir in ``container_dir`` (on an ext4 of
     ``size`` bytes and ``inodes`` inodes, when given); returns the merged directory.
+    With ``ids`` (and ``userns``, a user namespace of that mapping), the layers are seen
+    through idmapped mounts and the upper dir belongs to the range's root.
     Idempotent: an existing mount is kept."""
     merged = os.path.join(container_dir, "rootfs")
     os.makedirs(merged, mode=0o755, exist_ok=True)
@@ -50,10 +58,14 @@ def mount_overlay(
     work = os.path.join(base, "work")
     for path in (upper, work):
         os.makedirs(path, mode=0o755, exist_ok=True)
-    lower = ":".join(reversed(layers))
-    data = f"lowerdir={lower},upperdir={upper},workdir={work},index=off,xino=off"
     try:
-        linux.mount("overlay", merged, "overlay", linux.MS_NODEV | linux.MS_NOSUID, data)
+        if ids is not None:
+            os.chown(upper, ids.base, ids.base)  # the container's "/" is its root's
+            idmap.mount_overlay(layers, upper, work, merged, userns)
+        else:
+            lower = ":".join(reversed(layers))
+            data = f"lowerdir={lower},upperdir={upper},workdir={work},index=off,xino=off"
+            linux.mount("overlay", merged, "overlay", linux.MS_NODEV | linux.MS_NOSUID, data)
         linux.mount(None, merged, None, linux.MS_PRIVATE)
     except OSError as exc:
         raise ContainerRuntimeError(f"overlay mount at {merged}: {exc.strerror}") from exc
@@ -160,6 +172,11 @@ def _format_image(image: str, size: int, inodes: int | None) -> None:
 
 
 def unmount_overlay(container_dir: str) -> None:
+    """Detach the container's mounts: its binds, its rootfs and its writable layer."""
+    binds = os.path.join(container_dir, BINDS)
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for name in os.listdir(binds):
+            _unmount(os.path.join(binds, name))
     merged = os.path.join(container_dir, "rootfs")
     for target in (merged, os.path.join(container_dir, WRITABLE)):
         _unmount(target)

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 from runtime import linux
 from runtime.oci import creds, seccomp, terminal
 from runtime.oci.hooks import run_hooks
-from runtime.oci.rootfs import CgroupMountInfo, RootfsBuilder
+from runtime.oci.rootfs import CgroupMountInfo, RootfsBuilder, read_own_cgroups
 from runtime.oci.sync import SyncChannel
 
 NAMESPACE_FLAGS: dict[str, int] = {
@@ -75,6 +75,7 @@ class InitRequest:
     await_cgroup: Callable[[], None] | None = None
     signals_reset: bool = False
     state_json: str = "{}"
+    oom_score_set: bool = False
 
 
 class InitError(Exception):
@@ -88,6 +89,10 @@ def child_main(req: InitRequest) -> NoReturn:
         linux.set_dumpable(False)
         _use_stdio(req)
         req.sync.expect("go", req.container_id)
+        if req.cgroup_mounts is not None:
+            # Now in the container's cgroups, before its cgroup namespace hides their paths:
+            # in a user namespace, /sys/fs/cgroup binds them (cgroup v1 cannot be mounted).
+            req.cgroup_mounts.own_paths = read_own_cgroups()
         _enter_namespaces(req)
         reported_r, reported_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
@@ -175,6 +180,7 @@ def _enter_namespaces(req: InitRequest) -> None:
     if "user" in joined:
         setns_path(joined.pop("user"), "user")
     elif "user" in req.new_namespaces:
+        _become_userns_owner(req)
         linux.unshare(linux.CLONE_NEWUSER)
         req.sync.send("userns")
         req.sync.expect("mapped", req.container_id)
@@ -189,6 +195,36 @@ def _enter_namespaces(req: InitRequest) -> None:
             flags |= NAMESPACE_FLAGS[kind]
     if flags:
         linux.unshare(flags)
+
+
+def _become_userns_owner(req: InitRequest) -> None:
+    """Create the user namespace as the host uid its root maps to, not as root: per-user
+    kernel limits (inotify instances and watches, pipe buffers, message queue bytes) are
+    charged up the namespace tree to the namespace's owner, so a container owned by root
+    could exhaust them for every root process of the host. Only when nothing else must be
+    joined: the owner has no rights on the host's other namespaces."""
+    if os.geteuid() != 0 or req.join_namespaces:
+        return
+    lnx = req.config.get("linux") or {}
+    uid, gid = _host_id(lnx.get("uidMappings")), _host_id(lnx.get("gidMappings"))
+    if not uid or gid is None:
+        return
+    if "oomScoreAdj" in req.process:  # /proc/self is root's while we are not dumpable
+        creds.set_oom_score_adj(int(req.process["oomScoreAdj"]))
+        req.oom_score_set = True
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    linux.set_dumpable(False)  # a change of credentials may reset it
+
+
+def _host_id(mappings: list[dict[str, Any]] | None) -> int | None:
+    """The host id the namespace's id 0 maps to."""
+    for m in mappings or []:
+        first, size = int(m["containerID"]), int(m["size"])
+        if first <= 0 < first + size:
+            return int(m["hostID"]) - first
+    return None
 
 
 def _open_ns(path: str, kind: str) -> int:
@@ -373,7 +409,7 @@ def _finalize(req: InitRequest) -> None:
     process = req.process
     if process.get("rlimits"):
         creds.set_rlimits(process["rlimits"])
-    if "oomScoreAdj" in process:
+    if "oomScoreAdj" in process and not req.oom_score_set:
         creds.set_oom_score_adj(int(process["oomScoreAdj"]))
     keep = {req.sync.fileno(), req.fifo_fd}
     if req.console is not None:

@@ -86,12 +86,17 @@ def read_cgroup_mounts(
                 wanted = (o for o in superopts.split(",") if o in known or o.startswith("name="))
                 opts = ",".join(wanted)
             hierarchies.append((os.path.basename(mountpoint), fstype, opts, mountpoint))
+    return CgroupMountInfo(hierarchies, read_own_cgroups())
+
+
+def read_own_cgroups() -> dict[str, str]:
+    """Our cgroup in each hierarchy ("cpu,cpuacct", "name=systemd", "" for cgroup2)."""
     own: dict[str, str] = {}
     with open("/proc/self/cgroup") as f:
         for line in f:
             _num, controllers, path = line.rstrip("\n").split(":", 2)
             own[controllers] = path
-    return CgroupMountInfo(hierarchies, own)
+    return own
 
 
 class RootfsBuilder:

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.config import EngineConfig
+from runtime.container import idmap
 from runtime.container import rootfs as overlay
 from runtime.container.bundle import BindMount, build_config, write_bundle
+from runtime.container.idmap import IdRange
 from runtime.container.model import ContainerRecord, RunOptions, Status
 from runtime.container.store import ContainerStore
 from runtime.errors import (
@@ -80,6 +82,10 @@ class Engine:
     async def open(self) -> None:
         for path in (self.config.containers_dir, self.config.tmp_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
+        if self.profile.userns:
+            # A container's init, root of its user namespace, is an unprivileged host user
+            # while it mounts its rootfs: it must be able to search the way there (not list).
+            os.chmod(self.config.containers_dir, 0o711)
         await asyncio.to_thread(ensure_keeper, self.config.root)
         self.keeper.connect()
         await self.reconcile()
@@ -200,6 +206,10 @@ class Engine:
             image_id=image.id,
             created=now(),
         )
+        if self.profile.userns:
+            idmap.check_searchable(self.config.containers_dir)
+            used = (r.userns_base for r in self.containers.all())
+            record.userns_base = idmap.allocate(used, self.profile.userns_size)
         self.containers.save(record)
         try:
             await self._prepare(
@@ -217,24 +227,52 @@ class Engine:
     ) -> None:
         container_dir = self.containers.path(record.id)
         profile = self.profile
-        rootfs = await asyncio.to_thread(
-            overlay.mount_overlay, layers, container_dir, profile.rootfs_size, profile.rootfs_inodes
-        )
         binds = self._binds(record)
-        etc = self._etc_files(record, overlay.writable_dir(container_dir))
+        ids = IdRange(record.userns_base, profile.userns_size) if record.userns_base else None
+        rootfs, mounted = await asyncio.to_thread(
+            self._mount_filesystems, container_dir, layers, binds, ids
+        )
+        etc = self._etc_files(record, overlay.writable_dir(container_dir), ids)
         config = build_config(
             container_id=record.id,
             options=record.options,
             image_config=image_config,
             rootfs=rootfs,
-            binds=binds,
+            binds=mounted,
             profile=self.profile,
             etc_files=etc,
+            ids=ids,
         )
         config["linux"]["cgroupsPath"] = self._cgroup_path(record.id)
         write_bundle(container_dir, config)
         record.args = list(config["process"]["args"])
         record.mounts = [vars(b) for b in binds]  # saved with the pid by _spawn
+
+    def _mount_filesystems(
+        self, container_dir: str, layers: list[str], binds: list[BindMount], ids: IdRange | None
+    ) -> tuple[str, list[BindMount]]:
+        """The rootfs overlay; with a user namespace, idmapped views of the binds too."""
+        profile = self.profile
+        if ids is None:
+            rootfs = overlay.mount_overlay(
+                layers, container_dir, profile.rootfs_size, profile.rootfs_inodes
+            )
+            return rootfs, binds
+        os.chown(container_dir, 0, ids.base)
+        os.chmod(container_dir, 0o710)  # searchable by the container's root, nobody else
+        userns = idmap.namespace_fd(ids)
+        try:
+            rootfs = overlay.mount_overlay(
+                layers, container_dir, profile.rootfs_size, profile.rootfs_inodes, ids, userns
+            )
+            mounted = []
+            for i, bind in enumerate(binds):
+                view = os.path.join(container_dir, overlay.BINDS, str(i))
+                idmap.bind_idmapped(bind.source, view, userns)
+                mounted.append(dataclasses.replace(bind, source=view))
+        finally:
+            os.close(userns)
+        return rootfs, mounted
 
     def _binds(self, record: ContainerRecord) -> list[BindMount]:
         binds = []
@@ -254,7 +292,9 @@ class Engine:
             binds.append(BindMount(source, spec.destination, spec.read_only))
         return binds
 
-    def _etc_files(self, record: ContainerRecord, container_dir: str) -> dict[str, str]:
+    def _etc_files(
+        self, record: ContainerRecord, container_dir: str, ids: IdRange | None
+    ) -> dict[str, str]:
         hostname = record.options.hostname or record.id[:12]
         files = {
             "/etc/hostname": f"{hostname}\n",
@@ -268,6 +308,8 @@ class Engine:
             path = os.path.join(container_dir, os.path.basename(dest))
             with open(path, "w") as f:
                 f.write(text)
+            if ids is not None:
+                os.chown(path, ids.base, ids.base)  # the container's root may edit them
             out[dest] = path
         return out
 
