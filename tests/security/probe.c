@@ -23,6 +23,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/inotify.h>
 #include <sys/mount.h>
 #include <grp.h>
 #include <sys/personality.h>
@@ -452,6 +453,20 @@ static void cmd_fds(void) {
     say("raise", "%s", setrlimit(RLIMIT_NOFILE, &r) < 0 ? errname(errno) : "OK");
 }
 
+/* inotify instances are limited per user (fs.inotify.max_user_instances), charged up the
+ * user namespace tree to each namespace's owner: open as many as allowed, report, hold them
+ * for `hold` seconds (the test removes the container sooner). */
+static void cmd_inotify(long limit, int hold) {
+    long n = 0;
+    int e = 0;
+    for (; n < limit; n++) {
+        if (inotify_init1(IN_CLOEXEC) < 0) { e = errno; break; }
+    }
+    say("instances", "%ld", n);
+    say("error", "%s", errname(e));
+    sleep(hold);
+}
+
 static void cmd_files(const char *dir, long limit) {
     char path[PATH_MAX];
     long n = 0;
@@ -653,6 +668,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "as") && argc > 3) return cmd_as(atoi(a1), argv + 3);
     else if (!strcmp(cmd, "threads")) cmd_threads(atol(a1));
     else if (!strcmp(cmd, "fds")) cmd_fds();
+    else if (!strcmp(cmd, "inotify")) cmd_inotify(atol(a1), atoi(a2));
     else if (!strcmp(cmd, "files")) cmd_files(a1, atol(a2));
     else if (!strcmp(cmd, "ptys")) cmd_ptys(atol(a1));
     else if (!strcmp(cmd, "memory")) cmd_memory(atol(a1));
