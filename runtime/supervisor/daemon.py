@@ -19,6 +19,7 @@ from typing import Any
 from runtime import errors
 from runtime.config import EngineConfig
 from runtime.container.model import RunOptions
+from runtime.profile import DEFAULT_PROFILE, Profile
 from runtime.supervisor import protocol
 from runtime.supervisor.engine import Engine, inspect_record
 from runtime.supervisor.session import Attacher, Session, read_log
@@ -29,9 +30,9 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 class Daemon:
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, profile: Profile = DEFAULT_PROFILE) -> None:
         self.config = config
-        self.engine = Engine(config)
+        self.engine = Engine(config, profile)
         self.server: asyncio.AbstractServer | None = None
 
     def _lock(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from runtime import linux
+from runtime.container import idmap
 
 pytestmark = pytest.mark.root
 
@@ -56,8 +57,7 @@ def _overlay(layer: Path, base: int, where: Path) -> Path:
 
 @pytest.fixture
 def overlays(layer: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to act as a container's root")
+    assert shutil.which("setpriv"), "setpriv (util-linux) is missing: run `make deps`"
     first = _overlay(layer, FIRST, tmp_path / "first")
     try:
         second = _overlay(layer, SECOND, tmp_path / "second")
@@ -105,3 +105,42 @@ def test_one_containers_root_is_nobody_to_another_containers_files(
     done = _as(FIRST, second / "etc", "echo x >> passwd")
     assert done.returncode != 0
     assert "Permission denied" in done.stderr
+
+
+@pytest.mark.parametrize("by_fd", [True, False], ids=["lowerdir+ descriptors", "attached"])
+def test_the_engines_overlay_keeps_layer_order_and_leaves_no_mount(
+    tmp_path: Path, by_fd: bool
+) -> None:
+    """``runtime.container.idmap.mount_overlay``, both ways (descriptors on 6.13+, layers
+    attached for the time of the mount call before): the upper layer hides the lower one,
+    owners read through the range, and nothing but the overlay stays mounted."""
+    lower, upper_layer = tmp_path / "l0", tmp_path / "l1"
+    for layer, text in ((lower, "lower"), (upper_layer, "upper")):
+        (layer / "etc").mkdir(parents=True)
+        (layer / "etc/which").write_text(text)
+    (lower / "only-lower").write_text("x")
+    where = tmp_path / "c"
+    upper, work, merged = where / "upper", where / "work", where / "rootfs"
+    for path in (upper, work, merged):
+        path.mkdir(parents=True)
+    before = _mount_points()
+    ns = idmap.namespace_fd(idmap.IdRange(FIRST, 65536))
+    try:
+        idmap.mount_overlay(
+            [str(lower), str(upper_layer)], str(upper), str(work), str(merged), ns, by_fd=by_fd
+        )
+    finally:
+        os.close(ns)
+    try:
+        assert (merged / "etc/which").read_text() == "upper"
+        assert (merged / "only-lower").exists()
+        assert os.stat(merged / "etc/which").st_uid == FIRST
+        assert _mount_points() - before == {str(merged)}
+        assert not (where / "lower").exists() or not any((where / "lower").iterdir())
+    finally:
+        linux.umount(str(merged), linux.MNT_DETACH)
+
+
+def _mount_points() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {line.split()[4] for line in f}

@@ -1,0 +1,48 @@
+"""User id ranges for containers: allocation and the searchable-path check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.container import idmap
+from runtime.errors import ContainerRuntimeError
+
+SIZE = 65536
+
+
+def test_the_lowest_free_range_is_given() -> None:
+    first = idmap.FIRST_BASE
+    assert idmap.allocate([], SIZE) == first
+    assert idmap.allocate([first], SIZE) == first + SIZE
+    assert idmap.allocate([first, first + 2 * SIZE], SIZE) == first + SIZE
+    assert idmap.allocate([0, first + SIZE], SIZE) == first  # 0: a container without userns
+
+
+def test_ranges_stay_below_the_invalid_id() -> None:
+    bases = list(range(idmap.FIRST_BASE, idmap.LAST_ID - SIZE + 2, SIZE))
+    assert idmap.allocate(bases[:-1], SIZE) == bases[-1]
+    assert bases[-1] + SIZE - 1 <= idmap.LAST_ID
+    with pytest.raises(ContainerRuntimeError, match="no free range"):
+        idmap.allocate(bases, SIZE)
+
+
+def test_the_mappings_map_root_to_the_base() -> None:
+    assert idmap.IdRange(1 << 30, SIZE).mappings() == [
+        {"containerID": 0, "hostID": 1 << 30, "size": SIZE}
+    ]
+
+
+def test_a_folder_others_cannot_search_is_named(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "b"
+    root.mkdir(parents=True)
+    for folder in (tmp_path, tmp_path / "a", root):
+        folder.chmod(0o711)
+    for parent in tmp_path.parents:
+        if not parent.stat().st_mode & 0o001:
+            parent.chmod(parent.stat().st_mode | 0o001)
+    idmap.check_searchable(str(root / "containers"))  # not there yet: fine
+    (tmp_path / "a").chmod(0o700)
+    with pytest.raises(ContainerRuntimeError, match=f"through {tmp_path / 'a'} "):
+        idmap.check_searchable(str(root))
