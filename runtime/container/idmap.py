@@ -49,28 +49,6 @@ def allocate(used: Iterable[int], size: int, first: int = FIRST_BASE) -> int:
     raise ContainerRuntimeError("no free range of user ids left for a new container")
 
 
-def check_searchable(path: str) -> None:
-    """A container's init mounts its rootfs as the root of its user namespace, an
-    unprivileged host user: every folder on the way must be searchable by others (o+x; the
-    engine's own folders are, none can be listed)."""
-    current = os.path.abspath(path)
-    while True:
-        try:
-            mode = os.stat(current).st_mode
-        except FileNotFoundError:
-            mode = stat.S_IXOTH
-        if not mode & stat.S_IXOTH:
-            raise ContainerRuntimeError(
-                f"user namespaces: containers cannot reach their root file systems through "
-                f"{current} (mode {stat.S_IMODE(mode):o}); make it searchable (chmod o+x) "
-                "or run the engine with a profile without user namespaces"
-            )
-        parent = os.path.dirname(current)
-        if parent == current:
-            return
-        current = parent
-
-
 def namespace_fd(ids: IdRange) -> int:
     """An fd of a user namespace with the container's mapping, for MOUNT_ATTR_IDMAP."""
     try:

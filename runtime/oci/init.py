@@ -17,6 +17,7 @@ import fcntl
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 from collections.abc import Callable
@@ -180,6 +181,8 @@ def _enter_namespaces(req: InitRequest) -> None:
     if "user" in joined:
         setns_path(joined.pop("user"), "user")
     elif "user" in req.new_namespaces:
+        if not req.join_namespaces and os.geteuid() == 0:
+            _stage_sources(req)
         _become_userns_owner(req)
         linux.unshare(linux.CLONE_NEWUSER)
         req.sync.send("userns")
@@ -195,6 +198,84 @@ def _enter_namespaces(req: InitRequest) -> None:
             flags |= NAMESPACE_FLAGS[kind]
     if flags:
         linux.unshare(flags)
+
+
+# Where the rootfs and bind sources are staged, in the first child's own mount namespace:
+# the first of these folders that holds nothing the children still need by path.
+STAGING_CANDIDATES = ("/run", "/mnt", "/srv", "/media", "/tmp")
+
+
+def _stage_sources(req: InitRequest) -> None:
+    """Make the rootfs and every bind source reachable by the user namespace's root.
+
+    That root is an unprivileged host uid: the folders on the way to the rootfs (a runtime's
+    state folders are root's, mode 0700) would refuse it. So, still root, in a mount
+    namespace of our own (a slave of the host's: nothing propagates back), we bind each
+    source onto a fresh tmpfs at a folder everyone can search, and use those paths. The
+    container's mount namespace is a copy of this one; the host never sees these mounts."""
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+    base = os.path.dirname(req.rootfs)
+    mounts = [dict(m) for m in req.config.get("mounts") or []]
+    binds = [m for m in mounts if _is_bind(m)]
+    sources: list[str] = [req.rootfs]
+    for m in binds:
+        source = str(m.get("source") or "")
+        sources.append(source if os.path.isabs(source) else os.path.join(base, source))
+    fds: list[int] = []
+    try:
+        for source in sources:
+            try:
+                fds.append(os.open(source, os.O_PATH | os.O_CLOEXEC))
+            except OSError:
+                fds.append(-1)  # the rootfs builder reports a missing source
+        stage = _staging_dir(req)
+        linux.mount("tmpfs", stage, "tmpfs", _STAGE_FLAGS, "mode=755,size=64k,nr_inodes=4096")
+        staged = []
+        for i, fd in enumerate(fds):
+            if fd < 0:
+                staged.append(sources[i])
+                continue
+            target = os.path.join(stage, str(i))
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.mkdir(target, 0o755)
+            else:
+                os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+            linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND | linux.MS_REC)
+            staged.append(target)
+    finally:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+    req.rootfs = staged[0]
+    for m, source in zip(binds, staged[1:], strict=True):
+        m["source"] = source
+    req.config = {**req.config, "mounts": mounts}
+
+
+_STAGE_FLAGS = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+
+
+def _is_bind(mount: dict[str, Any]) -> bool:
+    options = mount.get("options") or []
+    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
+
+
+def _staging_dir(req: InitRequest) -> str:
+    """A folder to cover with the staging tmpfs: not above anything we still reach by path
+    (our own modules, hooks; cgroup and device paths are elsewhere on every usual host; the
+    sources are already open)."""
+    needed = [*sys.path, sys.prefix]
+    for hook_list in (req.config.get("hooks") or {}).values():
+        needed += [str(h.get("path", "")) for h in hook_list or []]
+    for candidate in STAGING_CANDIDATES:
+        if not os.path.isdir(candidate) or os.path.islink(candidate):
+            continue
+        if not any(p == candidate or p.startswith(candidate + "/") for p in needed if p):
+            return candidate
+    raise InitError(
+        "no folder to stage the rootfs in: all of /run, /mnt, /srv, /media, /tmp are in use"
+    )
 
 
 def _become_userns_owner(req: InitRequest) -> None:

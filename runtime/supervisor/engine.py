@@ -82,10 +82,6 @@ class Engine:
     async def open(self) -> None:
         for path in (self.config.containers_dir, self.config.tmp_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
-        if self.profile.userns:
-            # A container's init, root of its user namespace, is an unprivileged host user
-            # while it mounts its rootfs: it must be able to search the way there (not list).
-            os.chmod(self.config.containers_dir, 0o711)
         await asyncio.to_thread(ensure_keeper, self.config.root)
         self.keeper.connect()
         await self.reconcile()
@@ -207,7 +203,6 @@ class Engine:
             created=now(),
         )
         if self.profile.userns:
-            idmap.check_searchable(self.config.containers_dir)
             used = (r.userns_base for r in self.containers.all())
             record.userns_base = idmap.allocate(used, self.profile.userns_size)
         self.containers.save(record)
@@ -258,8 +253,6 @@ class Engine:
                 layers, container_dir, profile.rootfs_size, profile.rootfs_inodes
             )
             return rootfs, binds
-        os.chown(container_dir, 0, ids.base)
-        os.chmod(container_dir, 0o710)  # searchable by the container's root, nobody else
         userns = idmap.namespace_fd(ids)
         try:
             rootfs = overlay.mount_overlay(

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -93,19 +92,9 @@ def bootstrap_busybox(root: Path) -> None:
     build(ImageStore(EngineConfig(str(root)).images_dir))
 
 
-def searchable(path: Path) -> None:
-    """Containers' roots are unprivileged host users (user namespaces): like /var/lib on a
-    host, the folders above an engine root must be searchable by others (pytest makes its
-    temporary folders 0700)."""
-    for folder in [path, *path.parents]:
-        if folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
-            folder.chmod(stat.S_IMODE(folder.stat().st_mode) | stat.S_IXOTH)
-
-
 @contextlib.contextmanager
 def running_engine(root: Path) -> Iterator[EngineProcess]:
     root.mkdir(parents=True, exist_ok=True)
-    searchable(root)
     bootstrap_busybox(root)
     engine = EngineProcess(root, start_daemon(root))
     try:

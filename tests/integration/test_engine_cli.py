@@ -20,7 +20,6 @@ import pytest
 
 from runtime.cli.wire import WireClient
 from runtime.errors import ContainerRuntimeError
-from tests.integration.engine_fixtures import searchable
 
 pytestmark = pytest.mark.root
 
@@ -35,8 +34,6 @@ MEMORY_MAX = (
 class CliEngine:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        searchable(root)
 
     def cli(
         self, *args: str, input: bytes | None = None, timeout: float = 60

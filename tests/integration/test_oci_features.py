@@ -20,10 +20,6 @@ def test_a_user_namespace_maps_container_root_to_an_unprivileged_host_uid(
 ) -> None:
     base = 200000
     root = bundle.path / "rootfs"
-    for parent in bundle.path.parents:  # the mapped root must be able to reach its rootfs
-        if str(parent) == "/tmp":
-            break
-        parent.chmod(0o755)
     for path in [root, *root.rglob("*")]:
         os.lchown(path, base, base)
     bundle.config["linux"]["namespaces"].append({"type": "user"})
