@@ -55,6 +55,11 @@ class Profile:
     # size and inode count; None keeps it on the engine root's file system, unlimited.
     rootfs_size: int | None = 2 * GIB
     rootfs_inodes: int = 131072
+    # Volumes a container's ``-v`` creates (anonymous ones, and named ones that do not exist
+    # yet) get a file system of this size of their own: filling one gives ENOSPC inside it,
+    # never the host's disk full. None: unlimited folders. ``volume create`` without
+    # ``--size`` stays unlimited, as in Docker: that is the operator's choice.
+    volume_size: int | None = 1 * GIB
     # A user namespace per container: its root is an unprivileged host uid, the first of a
     # range of ``userns_size`` uids and gids distinct from every other container's
     # (``runtime.container.idmap``); layers and volumes are shared through idmapped mounts.

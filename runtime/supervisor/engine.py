@@ -278,12 +278,15 @@ class Engine:
             else:
                 name = spec.source if spec.kind == "named" else None
                 try:
-                    volume = self.volumes.get(name) if name else self.volumes.create(None)
+                    volume = self.volumes.get(name) if name else self._new_volume(None)
                 except ContainerRuntimeError:
-                    volume = self.volumes.create(name)
+                    volume = self._new_volume(name)
                 source = self.volumes.mountpoint(volume.name)
             binds.append(BindMount(source, spec.destination, spec.read_only))
         return binds
+
+    def _new_volume(self, name: str | None) -> Any:
+        return self.volumes.create(name, size=self.profile.volume_size)
 
     def _etc_files(
         self, record: ContainerRecord, container_dir: str, ids: IdRange | None

@@ -199,6 +199,24 @@ def test_a_disk_fill_stops_at_the_writable_layer_quota(attacker: Attacker) -> No
     assert not image.exists()  # removing the container gives the space back
 
 
+def test_a_volume_the_container_makes_fills_up_at_its_own_quota(attacker: Attacker) -> None:
+    # `-v name:/data` of a volume that does not exist creates it: with the profile's size.
+    size = PROFILE.volume_size
+    assert size is not None
+    script = (
+        "echo total=$(stat -f -c '%b*%S' /data | sed 's/*/ /' | (read b s; echo $((b*s))));"
+        f" echo big=$( (fallocate -l {size} /data/big) 2>&1 | grep -c 'No space');"
+        " echo dd=$(dd if=/dev/zero of=/data/fill bs=1M 2>&1 | grep -c 'No space left')"
+    )
+    try:
+        outcome = attacker.run(script, "-v", "made-by-run:/data", timeout=180)
+    finally:
+        attacker.engine.cli("volume", "rm", "-f", "made-by-run")
+    got = outcome.values
+    assert got.get("big") == "1" and got.get("dd") == "1", str(outcome)
+    assert 0 < int(got["total"]) <= size
+
+
 def test_an_inode_fill_stops_at_the_writable_layer_quota(attacker: Attacker) -> None:
     outcome = attacker.run("mkdir /inodes && exec /probe/probe files /inodes 10000000", timeout=180)
     got = outcome.values
