@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -57,6 +58,42 @@ def namespace_fd(ids: IdRange) -> int:
         raise ContainerRuntimeError(
             f"cannot create a user namespace to map ids: {exc.strerror or exc}"
         ) from exc
+
+
+class NamespacePool:
+    """User namespaces made ahead for the ranges about to be used. Making one costs a fork
+    of the calling process (milliseconds for a daemon); ``prepare`` runs off the critical
+    path, ``take`` on it. Thread-safe; holds a few descriptors at most."""
+
+    KEEP = 4
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, base: int) -> int:
+        """An fd of a user namespace mapping the range at ``base``; the caller closes it."""
+        with self._lock:
+            fd = self._fds.pop(base, None)
+        return fd if fd is not None else namespace_fd(IdRange(base, self.size))
+
+    def prepare(self, base: int) -> None:
+        with self._lock:
+            if base in self._fds:
+                return
+        fd = namespace_fd(IdRange(base, self.size))
+        with self._lock:
+            if base in self._fds or len(self._fds) >= self.KEEP:
+                os.close(fd)
+                return
+            self._fds[base] = fd
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            os.close(fd)
 
 
 def idmapped_tree(path: str, userns: int) -> int:

@@ -240,15 +240,16 @@ class Runtime:
     ) -> int:
         cid = st.id
         try:
+            maps_first = not req.direct and init.maps_first(req)
+            if maps_first:
+                self._map_ids(sync, child, req, cid)
             cgroup.add_pid(child)
             sync.send("go")
             if req.direct:
                 init_pid = child
             else:
-                if "user" in req.new_namespaces:
-                    sync.expect("userns", cid)
-                    _write_id_maps(child, req.config.get("linux") or {})
-                    sync.send("mapped")
+                if "user" in req.new_namespaces and not maps_first:
+                    self._map_ids(sync, child, req, cid)
                 init_pid = int(sync.expect("pid", cid)["pid"])
             st.pid = init_pid
             st.pid_start_time = process_start_time(init_pid)
@@ -262,6 +263,11 @@ class Runtime:
             raise ContainerSetupError(cid, str(exc).split(": ", 1)[-1]) from exc
         except OSError as exc:  # the init died: its own report, if any, is the better message
             raise ContainerSetupError(cid, _last_words(sync) or f"init exited ({exc})") from exc
+
+    def _map_ids(self, sync: SyncChannel, child: int, req: init.InitRequest, cid: str) -> None:
+        sync.expect("userns", cid)
+        _write_id_maps(child, req.config.get("linux") or {})
+        sync.send("mapped")
 
     def _create_hooks(self, sync: SyncChannel, req: init.InitRequest, st: ContainerState) -> None:
         sync.expect("hooks", st.id)

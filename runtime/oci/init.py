@@ -89,12 +89,14 @@ def child_main(req: InitRequest) -> NoReturn:
     try:
         linux.set_dumpable(False)
         _use_stdio(req)
-        req.sync.expect("go", req.container_id)
-        if req.cgroup_mounts is not None:
-            # Now in the container's cgroups, before its cgroup namespace hides their paths:
-            # in a user namespace, /sys/fs/cgroup binds them (cgroup v1 cannot be mounted).
-            req.cgroup_mounts.own_paths = read_own_cgroups()
-        _enter_namespaces(req)
+        if maps_first(req):
+            # Everything but the cgroup namespace while the runtime moves us into the
+            # cgroups (a cgroup v1 migration waits for an RCU grace period).
+            _enter_namespaces(req, cgroup=False)
+            _enter_cgroup_namespace(req)
+        else:
+            _enter_cgroup_namespace(req)
+            _enter_namespaces(req)
         reported_r, reported_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
@@ -109,6 +111,24 @@ def child_main(req: InitRequest) -> NoReturn:
     except BaseException as exc:
         _report(req.sync, exc)
     os._exit(status)
+
+
+def maps_first(req: InitRequest) -> bool:
+    """A new user namespace and nothing to join: the runtime writes its id maps before it
+    moves the first child into the cgroups, not after."""
+    return "user" in req.new_namespaces and not req.join_namespaces
+
+
+def _enter_cgroup_namespace(req: InitRequest) -> None:
+    """Wait until the runtime has put us in the cgroups; with ``maps_first``, create the
+    cgroup namespace then (the other namespaces already exist)."""
+    req.sync.expect("go", req.container_id)
+    if req.cgroup_mounts is not None:
+        # Now in the container's cgroups, before its cgroup namespace hides their paths:
+        # in a user namespace, /sys/fs/cgroup binds them (cgroup v1 cannot be mounted).
+        req.cgroup_mounts.own_paths = read_own_cgroups()
+    if maps_first(req) and "cgroup" in req.new_namespaces:
+        linux.unshare(linux.CLONE_NEWCGROUP)
 
 
 def _use_stdio(req: InitRequest) -> None:
@@ -176,7 +196,7 @@ def _enter_cgroup(req: InitRequest) -> None:
     req.ns_fds = []
 
 
-def _enter_namespaces(req: InitRequest) -> None:
+def _enter_namespaces(req: InitRequest, *, cgroup: bool = True) -> None:
     joined = dict(req.join_namespaces)
     if "user" in joined:
         setns_path(joined.pop("user"), "user")
@@ -194,7 +214,7 @@ def _enter_namespaces(req: InitRequest) -> None:
             setns_path(joined[kind], kind)
     flags = 0
     for kind in req.new_namespaces:
-        if kind != "user":
+        if kind != "user" and (cgroup or kind != "cgroup"):
             flags |= NAMESPACE_FLAGS[kind]
     if flags:
         linux.unshare(flags)

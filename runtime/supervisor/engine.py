@@ -24,6 +24,7 @@ from runtime.config import EngineConfig
 from runtime.container import idmap
 from runtime.container import rootfs as overlay
 from runtime.container.bundle import BindMount, build_config, write_bundle
+from runtime.container.filesystems import mount_filesystems
 from runtime.container.idmap import IdRange
 from runtime.container.model import ContainerRecord, RunOptions, Status
 from runtime.container.store import ContainerStore
@@ -76,6 +77,8 @@ class Engine:
         self.exits: dict[str, asyncio.Event] = {}
         self.subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         self.cgroup_parent = cgroup_parent(config.root)
+        self.namespaces = idmap.NamespacePool(profile.userns_size)
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class Engine:
 
     def close(self) -> None:
         """On shutdown: with no live container left, remove this root's cgroup parent."""
+        self.namespaces.close()
         live = (Status.RUNNING, Status.CREATED)
         if any(r.status in live for r in self.containers.all()):
             return
@@ -215,7 +219,27 @@ class Engine:
             await self._discard(record)
             raise
         self.emit("created", record.id)
+        if record.userns_base:
+            self._prepare_next_namespace()
         return record
+
+    def _prepare_next_namespace(self) -> None:
+        """Make the user namespace of the range the next container will get, meanwhile."""
+        used = (r.userns_base for r in self.containers.all())
+        try:
+            base = idmap.allocate(used, self.profile.userns_size)
+        except ContainerRuntimeError:
+            return
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self.namespaces.prepare, base)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("preparing a user namespace: %s", task.exception())
 
     async def _prepare(
         self, record: ContainerRecord, image_config: dict[str, Any], layers: list[str]
@@ -225,7 +249,7 @@ class Engine:
         binds = self._binds(record)
         ids = IdRange(record.userns_base, profile.userns_size) if record.userns_base else None
         rootfs, mounted = await asyncio.to_thread(
-            self._mount_filesystems, container_dir, layers, binds, ids
+            mount_filesystems, container_dir, layers, binds, profile, ids, self.namespaces
         )
         etc = self._etc_files(record, overlay.writable_dir(container_dir), ids)
         config = build_config(
@@ -242,30 +266,6 @@ class Engine:
         write_bundle(container_dir, config)
         record.args = list(config["process"]["args"])
         record.mounts = [vars(b) for b in binds]  # saved with the pid by _spawn
-
-    def _mount_filesystems(
-        self, container_dir: str, layers: list[str], binds: list[BindMount], ids: IdRange | None
-    ) -> tuple[str, list[BindMount]]:
-        """The rootfs overlay; with a user namespace, idmapped views of the binds too."""
-        profile = self.profile
-        if ids is None:
-            rootfs = overlay.mount_overlay(
-                layers, container_dir, profile.rootfs_size, profile.rootfs_inodes
-            )
-            return rootfs, binds
-        userns = idmap.namespace_fd(ids)
-        try:
-            rootfs = overlay.mount_overlay(
-                layers, container_dir, profile.rootfs_size, profile.rootfs_inodes, ids, userns
-            )
-            mounted = []
-            for i, bind in enumerate(binds):
-                view = os.path.join(container_dir, overlay.BINDS, str(i))
-                idmap.bind_idmapped(bind.source, view, userns)
-                mounted.append(dataclasses.replace(bind, source=view))
-        finally:
-            os.close(userns)
-        return rootfs, mounted
 
     def _binds(self, record: ContainerRecord) -> list[BindMount]:
         binds = []
