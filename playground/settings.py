@@ -229,6 +229,7 @@ RECONCILE_INTERVAL = env_duration("RECONCILE_INTERVAL", "5m")
 # -- the engine -----------------------------------------------------------------------------
 
 ENGINE_SOCKET = env_str("ENGINE_SOCKET", str(VAR_DIR / "engine" / "engine.sock"))
+# An instance's resources: these defaults, per user class below, per image in the catalog.
 INSTANCE_MEMORY = env_size("INSTANCE_MEMORY", "512m")
 INSTANCE_CPUS = env_float("INSTANCE_CPUS", 1.0)
 INSTANCE_PIDS = env_int("INSTANCE_PIDS", 256, low=8)
@@ -243,12 +244,18 @@ LIMITS: dict[str, dict[str, Any]] = {
         "instances": env_int("ANON_INSTANCES", 3, low=1, high=5),
         "lifetime": env_duration("ANON_LIFETIME", "4h"),
         "max_lifetime": env_duration("ANON_MAX_LIFETIME", "6h"),
+        "memory": env_size("ANON_MEMORY", str(INSTANCE_MEMORY)),
+        "cpus": env_float("ANON_CPUS", INSTANCE_CPUS),
+        "pids": env_int("ANON_PIDS", INSTANCE_PIDS, low=8),
     },
     "user": {
         "labs": env_int("USER_LABS", 3, low=1),
         "instances": env_int("USER_INSTANCES", 5, low=1, high=5),
         "lifetime": env_duration("USER_LIFETIME", "4h"),
         "max_lifetime": env_duration("USER_MAX_LIFETIME", "12h"),
+        "memory": env_size("USER_MEMORY", str(INSTANCE_MEMORY)),
+        "cpus": env_float("USER_CPUS", INSTANCE_CPUS),
+        "pids": env_int("USER_PIDS", INSTANCE_PIDS, low=8),
     },
 }
 EXTEND_STEP = env_duration("EXTEND_STEP", "1h")

@@ -13,6 +13,16 @@ class Image(models.Model):
     shell = models.CharField(max_length=100, default="/bin/sh")
     enabled = models.BooleanField(default=True)
     position = models.PositiveIntegerField(default=0)
+    # Resources of each instance of this image; empty: the user class's (settings.LIMITS).
+    memory = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Bytes of memory per instance; empty: the user class's"
+    )
+    cpus = models.FloatField(
+        null=True, blank=True, help_text="CPUs per instance; empty: the user class's"
+    )
+    pids = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Processes per instance; empty: the user class's"
+    )
 
     class Meta:
         ordering = ("position", "slug")

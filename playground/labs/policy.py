@@ -39,7 +39,15 @@ class Limits:
     instances: int
     lifetime: timedelta
     max_lifetime: timedelta
+    # Each instance's resources (an image of the catalog may set its own).
+    memory: int
+    cpus: float
+    pids: int
 
 
 def limits_for(owner: Owner) -> Limits:
     return Limits(**settings.LIMITS[owner.user_class])
+
+
+def lab_owner(lab: Lab) -> Owner:
+    return Owner(user_id=lab.owner_id, session_key=lab.session_key or None)

@@ -44,7 +44,7 @@ from playground.labs.models import (
     InstanceStatus,
     Lab,
 )
-from playground.labs.policy import Owner, limits_for
+from playground.labs.policy import Owner, lab_owner, limits_for
 from playground.labs.progress import PullReport
 
 logger = logging.getLogger(__name__)
@@ -328,10 +328,19 @@ def _instance_spec(instance: Instance) -> engine.InstanceSpec:
             engine.LABEL_LAB: lab_id,
             engine.LABEL_INSTANCE: str(instance.id),
         },
-        memory=settings.INSTANCE_MEMORY,
-        cpus=settings.INSTANCE_CPUS,
-        pids=settings.INSTANCE_PIDS,
+        **instance_resources(instance),
     )
+
+
+def instance_resources(instance: Instance) -> dict[str, Any]:
+    """Memory, CPUs and pids: the image's own, else the lab owner's user class's."""
+    limits = limits_for(lab_owner(instance.lab))
+    image = instance.image
+    return {
+        "memory": image.memory or limits.memory,
+        "cpus": image.cpus or limits.cpus,
+        "pids": image.pids or limits.pids,
+    }
 
 
 def _instance_launch(*, instance: Instance) -> None:

@@ -268,3 +268,36 @@ def test_an_ended_lab_says_why() -> None:
     assert status["active"] is False
     assert status["ended_reason"] == "its lifetime ran out"
     assert status["instances"] == []
+
+
+def _limits_with(**per_class: dict[str, object]) -> dict[str, dict[str, object]]:
+    from django.conf import settings
+
+    return {name: {**limits, **per_class.get(name, {})} for name, limits in settings.LIMITS.items()}
+
+
+def test_an_instance_gets_its_owners_class_resources(fake_engine: FakeEngine, user: User) -> None:
+    limits = _limits_with(
+        anonymous={"memory": 256 << 20, "cpus": 0.5, "pids": 128},
+        user={"memory": 1 << 30, "cpus": 2.0, "pids": 512},
+    )
+    with override_settings(LIMITS=limits):
+        anonymous = start().instances.get()
+        signed_in = start(Owner(user_id=user.pk, session_key=None)).instances.get()
+    specs = [fake_engine.by_id[i.container_id].spec for i in (anonymous, signed_in)]
+    assert [(s.memory, s.cpus, s.pids) for s in specs] == [
+        (256 << 20, 0.5, 128),
+        (1 << 30, 2.0, 512),
+    ]
+
+
+def test_an_image_may_set_its_own_resources(fake_engine: FakeEngine) -> None:
+    from playground.catalog.models import Image
+
+    Image.objects.filter(slug="busybox").update(memory=64 << 20, pids=64)
+    instance = start().instances.get()
+    spec = fake_engine.by_id[instance.container_id].spec
+    from django.conf import settings
+
+    anonymous = settings.LIMITS["anonymous"]
+    assert (spec.memory, spec.cpus, spec.pids) == (64 << 20, anonymous["cpus"], 64)
