@@ -243,12 +243,16 @@ class Runtime:
             maps_first = not req.direct and init.maps_first(req)
             if maps_first:
                 self._map_ids(sync, child, req, cid)
-            cgroup.add_pid(child)
-            sync.send("go")
+                init_pid = int(sync.expect("pid", cid)["pid"])
+                cgroup.add_pid(init_pid)
+                sync.send("go")
+            else:
+                cgroup.add_pid(child)
+                sync.send("go")
             if req.direct:
                 init_pid = child
-            else:
-                if "user" in req.new_namespaces and not maps_first:
+            elif not maps_first:
+                if "user" in req.new_namespaces:
                     self._map_ids(sync, child, req, cid)
                 init_pid = int(sync.expect("pid", cid)["pid"])
             st.pid = init_pid

@@ -90,10 +90,11 @@ def child_main(req: InitRequest) -> NoReturn:
         linux.set_dumpable(False)
         _use_stdio(req)
         if maps_first(req):
-            # Everything but the cgroup namespace while the runtime moves us into the
-            # cgroups (a cgroup v1 migration waits for an RCU grace period).
+            # Everything but the cgroup namespace now; the runtime moves the init into the
+            # cgroups (a cgroup v1 migration waits for an RCU grace period) while it builds
+            # the rootfs, which waits for that only when it needs the cgroups.
             _enter_namespaces(req, cgroup=False)
-            _enter_cgroup_namespace(req)
+            req.await_cgroup = lambda: _enter_cgroup(req)
         else:
             _enter_cgroup_namespace(req)
             _enter_namespaces(req)
@@ -114,21 +115,22 @@ def child_main(req: InitRequest) -> NoReturn:
 
 
 def maps_first(req: InitRequest) -> bool:
-    """A new user namespace and nothing to join: the runtime writes its id maps before it
-    moves the first child into the cgroups, not after."""
+    """A new user namespace and nothing to join: the runtime writes the id maps first, then
+    moves the init (not the first child) into the cgroups while the init builds the rootfs."""
     return "user" in req.new_namespaces and not req.join_namespaces
 
 
 def _enter_cgroup_namespace(req: InitRequest) -> None:
-    """Wait until the runtime has put us in the cgroups; with ``maps_first``, create the
-    cgroup namespace then (the other namespaces already exist)."""
+    """Wait until the runtime has put us in the cgroups."""
     req.sync.expect("go", req.container_id)
+    _read_own_cgroups(req)
+
+
+def _read_own_cgroups(req: InitRequest) -> None:
     if req.cgroup_mounts is not None:
         # Now in the container's cgroups, before its cgroup namespace hides their paths:
         # in a user namespace, /sys/fs/cgroup binds them (cgroup v1 cannot be mounted).
         req.cgroup_mounts.own_paths = read_own_cgroups()
-    if maps_first(req) and "cgroup" in req.new_namespaces:
-        linux.unshare(linux.CLONE_NEWCGROUP)
 
 
 def _use_stdio(req: InitRequest) -> None:
@@ -186,6 +188,7 @@ def _enter_cgroup(req: InitRequest) -> None:
         return
     req.sync.expect("go", req.container_id)
     req.in_cgroup = True
+    _read_own_cgroups(req)
     if "cgroup" in req.new_namespaces:
         linux.unshare(linux.CLONE_NEWCGROUP)
     for kind, fd in req.ns_fds:
