@@ -17,6 +17,7 @@ median and p90 of N):
    mount, cgroup, runtime state or process is left.
 
     python bench/engine.py [--runs N] [--density N] [--skip cli,api,tty,density,crun-density]
+                           [--userns private|host]
 
 Runs as root; installs crun, runc and podman from Debian when missing. Everything lives in a
 temporary directory that is removed at the end, with a private engine root and daemon; only
@@ -202,9 +203,10 @@ def cmdline(pid: int) -> list[str]:
 class Daemon:
     """A daemon of our own on a temporary root; stopped by PID (and its keeper by PID)."""
 
-    def __init__(self, root: Path, log: Path) -> None:
+    def __init__(self, root: Path, log: Path, userns: str = "private") -> None:
         self.root = root
         self.log = log
+        self.userns = userns
         self.proc: subprocess.Popen[bytes] | None = None
         self.keeper = 0
         self.client = EngineClient(str(root / "engine.sock"))
@@ -216,7 +218,7 @@ class Daemon:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [PY, "-m", "runtime", "--root", str(self.root), "daemon"],
+                [PY, "-m", "runtime", "--root", str(self.root), "daemon", "--userns", self.userns],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -884,6 +886,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20, help="rounds per timing (default 20)")
     parser.add_argument("--density", type=int, default=200, help="idle containers (200)")
     parser.add_argument("--skip", default="", help=f"comma-separated, of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--userns",
+        choices=("private", "host"),
+        default="private",
+        help="our daemon's --userns: containers in user namespaces (the default) or not",
+    )
     args = parser.parse_args()
     skip = {s for s in args.skip.split(",") if s}
     if skip - set(SECTIONS):
@@ -896,7 +904,8 @@ def main() -> int:
     print(f"load average {common.loadavg()}, {os.cpu_count()} CPUs", flush=True)
     base = Path(tempfile.mkdtemp(prefix="pg-bench-"))
     root = base / "root"
-    daemon = Daemon(root, base / "daemon.log")
+    daemon = Daemon(root, base / "daemon.log", args.userns)
+    print(f"ours: daemon --userns={args.userns}")
     b = Bench(base, root, base / "busybox.tar", base / "rootfs", daemon, peers, args.runs)
     try:
         prepare(b)

@@ -3,7 +3,7 @@
 first byte of the shell's prompt on the terminal's WebSocket, including the redirect to the
 lab page, as a browser does it. Prints p50 and p99.
 
-    .venv/bin/python bench/site_click_to_prompt.py [--runs 40]
+    .venv/bin/python bench/site_click_to_prompt.py [--runs 40] [--userns private|host]
 """
 
 from __future__ import annotations
@@ -49,11 +49,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--verbose", action="store_true", help="print each run's parts")
+    parser.add_argument(
+        "--userns",
+        choices=("private", "host"),
+        default="private",
+        help="the engine daemon's --userns: containers in user namespaces (the default) or not",
+    )
     args = parser.parse_args()
     env = {"PLAYGROUND_ANON_STARTS_PER_HOUR": "100000"}
-    with site_stack(**env) as site:
+    with site_stack(f"--userns={args.userns}", **env) as site:
         samples = asyncio.run(measure(site, args.runs, args.verbose))
-    print(report("click to prompt (POST start -> lab page -> first prompt byte)", samples))
+    title = f"click to prompt (POST start -> lab page -> first prompt byte), userns {args.userns}"
+    print(report(title, samples))
 
 
 if __name__ == "__main__":

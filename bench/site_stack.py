@@ -37,7 +37,7 @@ class Site:
 
 
 @contextlib.contextmanager
-def site_stack(**extra_env: str) -> Iterator[Site]:
+def site_stack(*daemon_flags: str, **extra_env: str) -> Iterator[Site]:
     with tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp:
         directory = Path(tmp)
         redis_port = free_port()
@@ -48,7 +48,7 @@ def site_stack(**extra_env: str) -> Iterator[Site]:
         )  # fmt: skip
         try:
             wait_for_port(redis_port, redis, directory / "redis.log", 10)
-            with running_engine(directory / "engine") as engine:
+            with running_engine(directory / "engine", *daemon_flags) as engine:
                 env = {
                     **site_env(
                         database=str(directory / "db.sqlite3"),

@@ -39,9 +39,15 @@ class IdRange:
         return [{"containerID": 0, "hostID": self.base, "size": self.size}]
 
 
-def allocate(used: Iterable[int], size: int, first: int = FIRST_BASE) -> int:
-    """The lowest free range base, given the bases in use (all ranges are ``size`` long)."""
+def allocate(
+    used: Iterable[int], size: int, first: int = FIRST_BASE, prefer: Iterable[int] = ()
+) -> int:
+    """The lowest free range base, given the bases in use (all ranges are ``size`` long);
+    the lowest free one of ``prefer`` first."""
     taken = set(used)
+    for base in sorted(prefer):
+        if base not in taken:
+            return base
     base = first
     while base + size - 1 <= LAST_ID:
         if base not in taken:
@@ -71,6 +77,11 @@ class NamespacePool:
         self.size = size
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
+
+    def ready(self) -> list[int]:
+        """The bases whose namespaces are made."""
+        with self._lock:
+            return list(self._fds)
 
     def take(self, base: int) -> int:
         """An fd of a user namespace mapping the range at ``base``; the caller closes it."""

@@ -208,7 +208,9 @@ class Engine:
         )
         if self.profile.userns:
             used = (r.userns_base for r in self.containers.all())
-            record.userns_base = idmap.allocate(used, self.profile.userns_size)
+            record.userns_base = idmap.allocate(
+                used, self.profile.userns_size, prefer=self.namespaces.ready()
+            )
         self.containers.save(record)
         try:
             await self._prepare(

@@ -62,10 +62,10 @@ class EngineProcess:
         self.daemon = start_daemon(self.root)
 
 
-def start_daemon(root: Path) -> subprocess.Popen[bytes]:
+def start_daemon(root: Path, *flags: str) -> subprocess.Popen[bytes]:
     log = open(root / "daemon.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime", "--root", str(root), "daemon"],
+        [sys.executable, "-m", "runtime", "--root", str(root), "daemon", *flags],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -93,10 +93,10 @@ def bootstrap_busybox(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_engine(root: Path) -> Iterator[EngineProcess]:
+def running_engine(root: Path, *daemon_flags: str) -> Iterator[EngineProcess]:
     root.mkdir(parents=True, exist_ok=True)
     bootstrap_busybox(root)
-    engine = EngineProcess(root, start_daemon(root))
+    engine = EngineProcess(root, start_daemon(root, *daemon_flags))
     try:
         yield engine
     finally:

@@ -18,6 +18,12 @@ def test_the_lowest_free_range_is_given() -> None:
     assert idmap.allocate([0, first + SIZE], SIZE) == first  # 0: a container without userns
 
 
+def test_a_prepared_free_range_is_preferred() -> None:
+    first = idmap.FIRST_BASE
+    assert idmap.allocate([], SIZE, prefer=[first + 3 * SIZE]) == first + 3 * SIZE
+    assert idmap.allocate([first + 3 * SIZE], SIZE, prefer=[first + 3 * SIZE]) == first
+
+
 def test_ranges_stay_below_the_invalid_id() -> None:
     bases = list(range(idmap.FIRST_BASE, idmap.LAST_ID - SIZE + 2, SIZE))
     assert idmap.allocate(bases[:-1], SIZE) == bases[-1]
