@@ -20,18 +20,18 @@ def mount_filesystems(
     profile: Profile,
     ids: IdRange | None,
     namespaces: NamespacePool,
+    spares: overlay.WritablePool | None = None,
 ) -> tuple[str, list[BindMount]]:
     """The rootfs (a mount point) and the binds to give the container instead of ``binds``.
     Without ``ids`` the binds are given as they are."""
+    size, inodes = profile.rootfs_size, profile.rootfs_inodes
     if ids is None:
-        rootfs = overlay.mount_overlay(
-            layers, container_dir, profile.rootfs_size, profile.rootfs_inodes
-        )
+        rootfs = overlay.mount_overlay(layers, container_dir, size, inodes, spares=spares)
         return rootfs, binds
     userns = namespaces.take(ids.base)
     try:
         rootfs = overlay.mount_overlay(
-            layers, container_dir, profile.rootfs_size, profile.rootfs_inodes, ids, userns
+            layers, container_dir, size, inodes, ids, userns, spares=spares
         )
         views = []
         for i, bind in enumerate(binds):

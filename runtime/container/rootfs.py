@@ -16,7 +16,9 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import subprocess
+import threading
 
 from runtime import linux
 from runtime.container import idmap
@@ -39,6 +41,7 @@ def mount_overlay(
     inodes: int | None = None,
     ids: IdRange | None = None,
     userns: int = -1,
+    spares: WritablePool | None = None,
 ) -> str:
     """Mount ``layers`` (lowest first) with an upper dir in ``container_dir`` (on an ext4 of
     ``size`` bytes and ``inodes`` inodes, when given); returns the merged directory.
@@ -53,7 +56,7 @@ def mount_overlay(
         raise ContainerRuntimeError(
             f"container {os.path.basename(container_dir)}: image has no layers"
         )
-    base = _writable_base(container_dir, size, inodes) if size else container_dir
+    base = _writable_base(container_dir, size, inodes, spares) if size else container_dir
     upper = os.path.join(base, "upper")
     work = os.path.join(base, "work")
     for path in (upper, work):
@@ -79,7 +82,9 @@ def writable_dir(container_dir: str) -> str:
     return path if os.path.ismount(path) else container_dir
 
 
-def _writable_base(container_dir: str, size: int, inodes: int | None) -> str:
+def _writable_base(
+    container_dir: str, size: int, inodes: int | None, spares: WritablePool | None = None
+) -> str:
     target = os.path.join(container_dir, WRITABLE)
     os.makedirs(target, mode=0o700, exist_ok=True)
     if os.path.ismount(target):
@@ -88,27 +93,103 @@ def _writable_base(container_dir: str, size: int, inodes: int | None) -> str:
     from runtime.volumes import disk, loop
 
     image = os.path.join(container_dir, WRITABLE_IMAGE)
+    if spares is not None and not os.path.exists(image) and spares.take(image, target):
+        return target
     try:
         if os.path.exists(image):
             disk.check_image(image)  # kept from before a host crash: no journal, so check
         else:
             _make_image(image, size, inodes)
         with loop.attached(image) as device:
-            linux.mount(device, target, "ext4", linux.MS_NOSUID | linux.MS_NODEV, "discard")
-        linux.mount(None, target, None, linux.MS_PRIVATE)
+            _mount_writable(device, target)
     except OSError as exc:
         raise ContainerRuntimeError(f"writable layer {image}: {exc.strerror or exc}") from exc
     return target
 
 
-def _make_image(image: str, size: int, inodes: int | None) -> None:
+def _mount_writable(device: str, target: str) -> None:
+    linux.mount(device, target, "ext4", linux.MS_NOSUID | linux.MS_NODEV, "discard")
+    linux.mount(None, target, None, linux.MS_PRIVATE)
+
+
+class WritablePool:
+    """Writable layers made ahead, off the critical path of ``create``: a copy of the
+    template attached to a loop device (~6 ms of the ~9 a layer costs), held until a
+    container takes it, renames the image into its folder and mounts it. The daemon holds
+    the devices; if it dies they detach themselves (autoclear) and ``discard_leftovers``
+    deletes the images at the next start."""
+
+    KEEP = 2
+    PREFIX = "writable-spare-"
+
+    def __init__(self, directory: str, templates: str, size: int, inodes: int | None) -> None:
+        self.directory = directory
+        self.templates = templates
+        self.size = size
+        self.inodes = inodes
+        self._ready: list[tuple[str, int, str]] = []  # image, device fd, device path
+        self._lock = threading.Lock()
+
+    def discard_leftovers(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.directory):
+                if name.startswith(self.PREFIX):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.directory, name))
+
+    def prepare(self) -> None:
+        from runtime.volumes import loop
+
+        with self._lock:
+            if len(self._ready) >= self.KEEP:
+                return
+        image = os.path.join(self.directory, f"{self.PREFIX}{secrets.token_hex(8)}.img")
+        _make_image(image, self.size, self.inodes, self.templates)
+        try:
+            fd, device = loop.attach(image)
+        except OSError:
+            os.unlink(image)
+            raise
+        with self._lock:
+            self._ready.append((image, fd, device))
+
+    def take(self, image: str, target: str) -> bool:
+        """Move a ready layer to ``image`` and mount it on ``target``; False if none."""
+        with self._lock:
+            if not self._ready:
+                return False
+            spare, fd, device = self._ready.pop()
+        try:
+            os.rename(spare, image)
+            _mount_writable(device, target)
+        except OSError as exc:
+            logger.warning("a prepared writable layer could not be used: %s", exc)
+            with contextlib.suppress(OSError):
+                os.unlink(image if os.path.exists(image) else spare)
+            return False
+        finally:
+            os.close(fd)  # the mount holds the device now; without one, it detaches
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for spare, fd, _ in ready:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(spare)
+
+
+def _make_image(image: str, size: int, inodes: int | None, templates: str | None = None) -> None:
     """A sparse copy of a formatted template for this size and inode count, made once per
     engine root: mkfs.ext4 costs ~90 ms, copying its ~1 MiB of metadata a few."""
-    templates = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(image))), "templates")
+    if templates is None:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(image)))
+        templates = os.path.join(root, "templates")
     template = os.path.join(templates, f"writable-{size}-{inodes or 0}.img")
     if not os.path.exists(template):
         os.makedirs(templates, mode=0o700, exist_ok=True)
-        scratch = f"{template}.{os.getpid()}.tmp"
+        scratch = f"{template}.{secrets.token_hex(8)}.tmp"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(scratch)
         _format_image(scratch, size, inodes)

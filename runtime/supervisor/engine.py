@@ -78,6 +78,16 @@ class Engine:
         self.subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         self.cgroup_parent = cgroup_parent(config.root)
         self.namespaces = idmap.NamespacePool(profile.userns_size)
+        self.spares = (
+            overlay.WritablePool(
+                config.tmp_dir,
+                os.path.join(config.root, "templates"),
+                profile.rootfs_size,
+                profile.rootfs_inodes,
+            )
+            if profile.rootfs_size
+            else None
+        )
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- start-up ---------------------------------------------------------------------------
@@ -85,13 +95,18 @@ class Engine:
     async def open(self) -> None:
         for path in (self.config.containers_dir, self.config.tmp_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
+        if self.spares is not None:
+            self.spares.discard_leftovers()
         await asyncio.to_thread(ensure_keeper, self.config.root)
         self.keeper.connect()
         await self.reconcile()
+        self._prepare_ahead()
 
     def close(self) -> None:
         """On shutdown: with no live container left, remove this root's cgroup parent."""
         self.namespaces.close()
+        if self.spares is not None:
+            self.spares.close()
         live = (Status.RUNNING, Status.CREATED)
         if any(r.status in live for r in self.containers.all()):
             return
@@ -221,27 +236,29 @@ class Engine:
             await self._discard(record)
             raise
         self.emit("created", record.id)
-        if record.userns_base:
-            self._prepare_next_namespace()
+        self._prepare_ahead()
         return record
 
-    def _prepare_next_namespace(self) -> None:
-        """Make the user namespace of the range the next container will get, meanwhile."""
-        used = (r.userns_base for r in self.containers.all())
-        try:
-            base = idmap.allocate(used, self.profile.userns_size)
-        except ContainerRuntimeError:
-            return
-        task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(self.namespaces.prepare, base)
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
+    def _prepare_ahead(self) -> None:
+        """Meanwhile, make what the next container will need: its writable layer and the
+        user namespace of the range it will get."""
+        jobs: list[Callable[[], None]] = []
+        if self.spares is not None:
+            jobs.append(self.spares.prepare)
+        if self.profile.userns:
+            used = (r.userns_base for r in self.containers.all())
+            with contextlib.suppress(ContainerRuntimeError):
+                base = idmap.allocate(used, self.profile.userns_size)
+                jobs.append(lambda: self.namespaces.prepare(base))
+        for job in jobs:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(job))
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.warning("preparing a user namespace: %s", task.exception())
+            logger.warning("preparing for the next container: %s", task.exception())
 
     async def _prepare(
         self, record: ContainerRecord, image_config: dict[str, Any], layers: list[str]
@@ -251,7 +268,14 @@ class Engine:
         binds = self._binds(record)
         ids = IdRange(record.userns_base, profile.userns_size) if record.userns_base else None
         rootfs, mounted = await asyncio.to_thread(
-            mount_filesystems, container_dir, layers, binds, profile, ids, self.namespaces
+            mount_filesystems,
+            container_dir,
+            layers,
+            binds,
+            profile,
+            ids,
+            self.namespaces,
+            self.spares,
         )
         etc = self._etc_files(record, overlay.writable_dir(container_dir), ids)
         config = build_config(

@@ -16,6 +16,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -70,21 +71,18 @@ def _configure_free(control_fd: int, config: bytes, dev_dir: str) -> tuple[int, 
     raise OSError(errno.EBUSY, "no free loop device after retries", dev_dir)
 
 
-@contextlib.contextmanager
-def attached(
+def attach(
     image: str,
     *,
     block_size: int = 4096,
     direct_io: bool = True,
     control: str = "/dev/loop-control",
     dev_dir: str = "/dev",
-) -> Iterator[str]:
-    """Bind ``image`` to a free loop device and yield the device's path.
-
-    The device detaches itself when the ``with`` block ends unless something opened it
-    meanwhile (mount it inside the block). Direct I/O keeps the image's pages out of the
-    host's page cache, so a volume's data is cached once, by the file system inside it.
-    """
+) -> tuple[int, str]:
+    """Bind ``image`` to a free loop device: an open fd of the device and its path. The
+    device detaches itself once that fd is closed, unless something else (a mount) opened
+    it meanwhile. Direct I/O keeps the image's pages out of the host's page cache, so a
+    volume's data is cached once, by the file system inside it."""
     flags = LO_FLAGS_AUTOCLEAR | (LO_FLAGS_DIRECT_IO if direct_io else 0)
     backing_fd = os.open(image, os.O_RDWR | os.O_CLOEXEC)
     try:
@@ -96,8 +94,16 @@ def attached(
             os.close(control_fd)
     finally:
         os.close(backing_fd)
+    logger.debug("attached %s to %s", image, path)
+    return device_fd, path
+
+
+@contextlib.contextmanager
+def attached(image: str, **options: Any) -> Iterator[str]:
+    """``attach`` for a ``with`` block: the device detaches itself when the block ends
+    unless something opened it meanwhile (mount it inside the block)."""
+    device_fd, path = attach(image, **options)
     try:
-        logger.debug("attached %s to %s", image, path)
         yield path
     finally:
         os.close(device_fd)
