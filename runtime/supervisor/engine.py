@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 EXEC_LINGER = 300.0  # seconds an exited exec's session is kept
+PREPARE_DELAY = 0.2  # seconds from a create to making what the next one will need
 
 
 def now() -> str:
@@ -251,9 +252,16 @@ class Engine:
                 base = idmap.allocate(used, self.profile.userns_size)
                 jobs.append(lambda: self.namespaces.prepare(base))
         for job in jobs:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(job))
+            task = asyncio.get_running_loop().create_task(self._later(job))
             self._background.add(task)
             task.add_done_callback(self._background_done)
+
+    @staticmethod
+    async def _later(job: Callable[[], None]) -> None:
+        """After a pause: a create is usually followed at once by a start, and on a small
+        host the two would compete for the CPU."""
+        await asyncio.sleep(PREPARE_DELAY)
+        await asyncio.to_thread(job)
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
