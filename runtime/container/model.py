@@ -106,3 +106,48 @@ class ContainerRecord:
         data["options"] = RunOptions.from_dict(data["options"])
         data["status"] = Status(data["status"])
         return cls(**data)
+
+
+def inspect_record(record: ContainerRecord) -> dict[str, Any]:
+    """What ``docker inspect`` shows of a container."""
+    options = record.options
+    return {
+        "Id": record.id,
+        "Name": f"/{record.name}",
+        "Created": record.created,
+        "Path": record.args[0] if record.args else "",
+        "Args": record.args[1:],
+        "Image": record.image_id,
+        "State": {
+            "Status": record.status.value,
+            "Running": record.status is Status.RUNNING,
+            "Pid": record.pid,
+            "ExitCode": record.exit_code or 0,
+            "OOMKilled": record.oom_killed,
+            "StartedAt": record.started_at,
+            "FinishedAt": record.finished_at,
+        },
+        "Config": {
+            "Image": options.image,
+            "Cmd": list(options.cmd) if options.cmd is not None else None,
+            "Entrypoint": list(options.entrypoint) if options.entrypoint is not None else None,
+            "Env": list(options.env),
+            "WorkingDir": options.workdir or "",
+            "Hostname": options.hostname or record.id[:12],
+            "User": options.user or "",
+            "Tty": options.tty,
+            "OpenStdin": options.stdin,
+            "Labels": dict(options.labels),
+        },
+        "HostConfig": {
+            "Memory": options.memory or 0,
+            "NanoCpus": int((options.cpus or 0) * 1e9),
+            "PidsLimit": options.pids_limit,
+            "ReadonlyRootfs": options.read_only,
+            "NetworkMode": options.network,
+            "AutoRemove": options.auto_remove,
+            "Binds": list(options.volumes),
+            "UsernsMode": "" if record.userns_base else "host",
+        },
+        "Mounts": record.mounts,
+    }

@@ -18,10 +18,10 @@ from typing import Any
 
 from runtime import errors
 from runtime.config import EngineConfig
-from runtime.container.model import RunOptions
+from runtime.container.model import RunOptions, inspect_record
 from runtime.profile import DEFAULT_PROFILE, Profile
 from runtime.supervisor import protocol
-from runtime.supervisor.engine import Engine, inspect_record
+from runtime.supervisor.engine import Engine
 from runtime.supervisor.session import Attacher, Session, read_log
 
 logger = logging.getLogger(__name__)

@@ -21,12 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.config import EngineConfig
-from runtime.container import idmap
 from runtime.container import rootfs as overlay
-from runtime.container.bundle import BindMount, build_config, write_bundle
-from runtime.container.filesystems import mount_filesystems
-from runtime.container.idmap import IdRange
-from runtime.container.model import ContainerRecord, RunOptions, Status
+from runtime.container.model import ContainerRecord, RunOptions, Status, inspect_record
 from runtime.container.store import ContainerStore
 from runtime.errors import (
     ContainerRuntimeError,
@@ -38,14 +34,14 @@ from runtime.oci import cgroups
 from runtime.oci.spec import parse_signal
 from runtime.profile import DEFAULT_PROFILE, Profile
 from runtime.supervisor.keeper_client import KeeperClient, ensure_keeper
+from runtime.supervisor.preparer import Preparer
 from runtime.supervisor.session import Session
-from runtime.volumes import VolumeStore, parse_volume_spec
+from runtime.volumes import VolumeStore
 
 logger = logging.getLogger(__name__)
 
 
 EXEC_LINGER = 300.0  # seconds an exited exec's session is kept
-PREPARE_DELAY = 0.2  # seconds from a create to making what the next one will need
 
 
 def now() -> str:
@@ -78,36 +74,22 @@ class Engine:
         self.exits: dict[str, asyncio.Event] = {}
         self.subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         self.cgroup_parent = cgroup_parent(config.root)
-        self.namespaces = idmap.NamespacePool(profile.userns_size)
-        self.spares = (
-            overlay.WritablePool(
-                config.tmp_dir,
-                os.path.join(config.root, "templates"),
-                profile.rootfs_size,
-                profile.rootfs_inodes,
-            )
-            if profile.rootfs_size
-            else None
-        )
-        self._background: set[asyncio.Task[Any]] = set()
+        self.preparer = Preparer(config, profile, self.volumes)
 
     # -- start-up ---------------------------------------------------------------------------
 
     async def open(self) -> None:
         for path in (self.config.containers_dir, self.config.tmp_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
-        if self.spares is not None:
-            self.spares.discard_leftovers()
+        self.preparer.open()
         await asyncio.to_thread(ensure_keeper, self.config.root)
         self.keeper.connect()
         await self.reconcile()
-        self._prepare_ahead()
+        self.preparer.prepare_ahead(self._ranges())
 
     def close(self) -> None:
         """On shutdown: with no live container left, remove this root's cgroup parent."""
-        self.namespaces.close()
-        if self.spares is not None:
-            self.spares.close()
+        self.preparer.close()
         live = (Status.RUNNING, Status.CREATED)
         if any(r.status in live for r in self.containers.all()):
             return
@@ -222,126 +204,26 @@ class Engine:
             image_id=image.id,
             created=now(),
         )
-        if self.profile.userns:
-            used = (r.userns_base for r in self.containers.all())
-            record.userns_base = idmap.allocate(
-                used, self.profile.userns_size, prefer=self.namespaces.ready()
-            )
+        record.userns_base = self.preparer.allocate_range(self._ranges())
         self.containers.save(record)
         try:
-            await self._prepare(
-                record, image.config.get("config") or {}, self.images.layer_paths(image)
-            )
+            await self.preparer.prepare(
+                record,
+                self.containers.path(record.id),
+                image.config.get("config") or {},
+                self.images.layer_paths(image),
+                self._cgroup_path(record.id),
+            )  # the record is saved with the pid by _spawn
             await self._spawn(record)
         except BaseException:
             await self._discard(record)
             raise
         self.emit("created", record.id)
-        self._prepare_ahead()
+        self.preparer.prepare_ahead(self._ranges())
         return record
 
-    def _prepare_ahead(self) -> None:
-        """Meanwhile, make what the next container will need: its writable layer and the
-        user namespace of the range it will get."""
-        jobs: list[Callable[[], None]] = []
-        if self.spares is not None:
-            jobs.append(self.spares.prepare)
-        if self.profile.userns:
-            used = (r.userns_base for r in self.containers.all())
-            with contextlib.suppress(ContainerRuntimeError):
-                base = idmap.allocate(used, self.profile.userns_size)
-                jobs.append(lambda: self.namespaces.prepare(base))
-        for job in jobs:
-            task = asyncio.get_running_loop().create_task(self._later(job))
-            self._background.add(task)
-            task.add_done_callback(self._background_done)
-
-    @staticmethod
-    async def _later(job: Callable[[], None]) -> None:
-        """After a pause: a create is usually followed at once by a start, and on a small
-        host the two would compete for the CPU."""
-        await asyncio.sleep(PREPARE_DELAY)
-        await asyncio.to_thread(job)
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("preparing for the next container: %s", task.exception())
-
-    async def _prepare(
-        self, record: ContainerRecord, image_config: dict[str, Any], layers: list[str]
-    ) -> None:
-        container_dir = self.containers.path(record.id)
-        profile = self.profile
-        binds = self._binds(record)
-        ids = IdRange(record.userns_base, profile.userns_size) if record.userns_base else None
-        rootfs, mounted = await asyncio.to_thread(
-            mount_filesystems,
-            container_dir,
-            layers,
-            binds,
-            profile,
-            ids,
-            self.namespaces,
-            self.spares,
-        )
-        etc = self._etc_files(record, overlay.writable_dir(container_dir), ids)
-        config = build_config(
-            container_id=record.id,
-            options=record.options,
-            image_config=image_config,
-            rootfs=rootfs,
-            binds=mounted,
-            profile=self.profile,
-            etc_files=etc,
-            ids=ids,
-        )
-        config["linux"]["cgroupsPath"] = self._cgroup_path(record.id)
-        write_bundle(container_dir, config)
-        record.args = list(config["process"]["args"])
-        record.mounts = [vars(b) for b in binds]  # saved with the pid by _spawn
-
-    def _binds(self, record: ContainerRecord) -> list[BindMount]:
-        binds = []
-        for text in record.options.volumes:
-            spec = parse_volume_spec(text)
-            if spec.kind == "bind":
-                if not os.path.exists(spec.source):
-                    os.makedirs(spec.source, mode=0o755)
-                source = spec.source
-            else:
-                name = spec.source if spec.kind == "named" else None
-                try:
-                    volume = self.volumes.get(name) if name else self._new_volume(None)
-                except ContainerRuntimeError:
-                    volume = self._new_volume(name)
-                source = self.volumes.mountpoint(volume.name)
-            binds.append(BindMount(source, spec.destination, spec.read_only))
-        return binds
-
-    def _new_volume(self, name: str | None) -> Any:
-        return self.volumes.create(name, size=self.profile.volume_size)
-
-    def _etc_files(
-        self, record: ContainerRecord, container_dir: str, ids: IdRange | None
-    ) -> dict[str, str]:
-        hostname = record.options.hostname or record.id[:12]
-        files = {
-            "/etc/hostname": f"{hostname}\n",
-            "/etc/hosts": (
-                f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"
-            ),
-            "/etc/resolv.conf": "",
-        }
-        out = {}
-        for dest, text in files.items():
-            path = os.path.join(container_dir, os.path.basename(dest))
-            with open(path, "w") as f:
-                f.write(text)
-            if ids is not None:
-                os.chown(path, ids.base, ids.base)  # the container's root may edit them
-            out[dest] = path
-        return out
+    def _ranges(self) -> list[int]:
+        return [r.userns_base for r in self.containers.all()]
 
     async def _spawn(self, record: ContainerRecord) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -527,46 +409,3 @@ class Engine:
     def inspect(self, ref: str) -> dict[str, Any]:
         record = self.containers.resolve(ref)
         return inspect_record(record)
-
-
-def inspect_record(record: ContainerRecord) -> dict[str, Any]:
-    options = record.options
-    return {
-        "Id": record.id,
-        "Name": f"/{record.name}",
-        "Created": record.created,
-        "Path": record.args[0] if record.args else "",
-        "Args": record.args[1:],
-        "Image": record.image_id,
-        "State": {
-            "Status": record.status.value,
-            "Running": record.status is Status.RUNNING,
-            "Pid": record.pid,
-            "ExitCode": record.exit_code or 0,
-            "OOMKilled": record.oom_killed,
-            "StartedAt": record.started_at,
-            "FinishedAt": record.finished_at,
-        },
-        "Config": {
-            "Image": options.image,
-            "Cmd": list(options.cmd) if options.cmd is not None else None,
-            "Entrypoint": list(options.entrypoint) if options.entrypoint is not None else None,
-            "Env": list(options.env),
-            "WorkingDir": options.workdir or "",
-            "Hostname": options.hostname or record.id[:12],
-            "User": options.user or "",
-            "Tty": options.tty,
-            "OpenStdin": options.stdin,
-            "Labels": dict(options.labels),
-        },
-        "HostConfig": {
-            "Memory": options.memory or 0,
-            "NanoCpus": int((options.cpus or 0) * 1e9),
-            "PidsLimit": options.pids_limit,
-            "ReadonlyRootfs": options.read_only,
-            "NetworkMode": options.network,
-            "AutoRemove": options.auto_remove,
-            "Binds": list(options.volumes),
-        },
-        "Mounts": record.mounts,
-    }
