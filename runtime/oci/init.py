@@ -17,7 +17,6 @@ import fcntl
 import os
 import signal
 import socket
-import stat
 import struct
 import sys
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from runtime import linux
-from runtime.oci import creds, seccomp, terminal
+from runtime.oci import creds, seccomp, terminal, userns
 from runtime.oci.hooks import run_hooks
 from runtime.oci.rootfs import CgroupMountInfo, RootfsBuilder, read_own_cgroups
 from runtime.oci.sync import SyncChannel
@@ -205,8 +204,14 @@ def _enter_namespaces(req: InitRequest, *, cgroup: bool = True) -> None:
         setns_path(joined.pop("user"), "user")
     elif "user" in req.new_namespaces:
         if not req.join_namespaces and os.geteuid() == 0:
-            _stage_sources(req)
-        _become_userns_owner(req)
+            req.rootfs, req.config = userns.stage_sources(req.rootfs, req.config)
+            # Only when nothing else must be joined: the owner has no rights on the host's
+            # other namespaces. /proc/self is root's while we are not dumpable: set
+            # oom_score_adj while we are root.
+            if "oomScoreAdj" in req.process and userns.owner(req.config) is not None:
+                creds.set_oom_score_adj(int(req.process["oomScoreAdj"]))
+                req.oom_score_set = True
+            userns.become_owner(req.config)
         linux.unshare(linux.CLONE_NEWUSER)
         req.sync.send("userns")
         req.sync.expect("mapped", req.container_id)
@@ -221,114 +226,6 @@ def _enter_namespaces(req: InitRequest, *, cgroup: bool = True) -> None:
             flags |= NAMESPACE_FLAGS[kind]
     if flags:
         linux.unshare(flags)
-
-
-# Where the rootfs and bind sources are staged, in the first child's own mount namespace:
-# the first of these folders that holds nothing the children still need by path.
-STAGING_CANDIDATES = ("/run", "/mnt", "/srv", "/media", "/tmp")
-
-
-def _stage_sources(req: InitRequest) -> None:
-    """Make the rootfs and every bind source reachable by the user namespace's root.
-
-    That root is an unprivileged host uid: the folders on the way to the rootfs (a runtime's
-    state folders are root's, mode 0700) would refuse it. So, still root, in a mount
-    namespace of our own (a slave of the host's: nothing propagates back), we bind each
-    source onto a fresh tmpfs at a folder everyone can search, and use those paths. The
-    container's mount namespace is a copy of this one; the host never sees these mounts."""
-    linux.unshare(linux.CLONE_NEWNS)
-    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
-    base = os.path.dirname(req.rootfs)
-    mounts = [dict(m) for m in req.config.get("mounts") or []]
-    binds = [m for m in mounts if _is_bind(m)]
-    sources: list[str] = [req.rootfs]
-    for m in binds:
-        source = str(m.get("source") or "")
-        sources.append(source if os.path.isabs(source) else os.path.join(base, source))
-    fds: list[int] = []
-    try:
-        for source in sources:
-            try:
-                fds.append(os.open(source, os.O_PATH | os.O_CLOEXEC))
-            except OSError:
-                fds.append(-1)  # the rootfs builder reports a missing source
-        stage = _staging_dir(req)
-        linux.mount("tmpfs", stage, "tmpfs", _STAGE_FLAGS, "mode=755,size=64k,nr_inodes=4096")
-        staged = []
-        for i, fd in enumerate(fds):
-            if fd < 0:
-                staged.append(sources[i])
-                continue
-            target = os.path.join(stage, str(i))
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                os.mkdir(target, 0o755)
-            else:
-                os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-            linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND | linux.MS_REC)
-            staged.append(target)
-    finally:
-        for fd in fds:
-            if fd >= 0:
-                os.close(fd)
-    req.rootfs = staged[0]
-    for m, source in zip(binds, staged[1:], strict=True):
-        m["source"] = source
-    req.config = {**req.config, "mounts": mounts}
-
-
-_STAGE_FLAGS = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-
-
-def _is_bind(mount: dict[str, Any]) -> bool:
-    options = mount.get("options") or []
-    return mount.get("type") == "bind" or "bind" in options or "rbind" in options
-
-
-def _staging_dir(req: InitRequest) -> str:
-    """A folder to cover with the staging tmpfs: not above anything we still reach by path
-    (our own modules, hooks; cgroup and device paths are elsewhere on every usual host; the
-    sources are already open)."""
-    needed = [*sys.path, sys.prefix]
-    for hook_list in (req.config.get("hooks") or {}).values():
-        needed += [str(h.get("path", "")) for h in hook_list or []]
-    for candidate in STAGING_CANDIDATES:
-        if not os.path.isdir(candidate) or os.path.islink(candidate):
-            continue
-        if not any(p == candidate or p.startswith(candidate + "/") for p in needed if p):
-            return candidate
-    raise InitError(
-        "no folder to stage the rootfs in: all of /run, /mnt, /srv, /media, /tmp are in use"
-    )
-
-
-def _become_userns_owner(req: InitRequest) -> None:
-    """Create the user namespace as the host uid its root maps to, not as root: per-user
-    kernel limits (inotify instances and watches, pipe buffers, message queue bytes) are
-    charged up the namespace tree to the namespace's owner, so a container owned by root
-    could exhaust them for every root process of the host. Only when nothing else must be
-    joined: the owner has no rights on the host's other namespaces."""
-    if os.geteuid() != 0 or req.join_namespaces:
-        return
-    lnx = req.config.get("linux") or {}
-    uid, gid = _host_id(lnx.get("uidMappings")), _host_id(lnx.get("gidMappings"))
-    if not uid or gid is None:
-        return
-    if "oomScoreAdj" in req.process:  # /proc/self is root's while we are not dumpable
-        creds.set_oom_score_adj(int(req.process["oomScoreAdj"]))
-        req.oom_score_set = True
-    os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    linux.set_dumpable(False)  # a change of credentials may reset it
-
-
-def _host_id(mappings: list[dict[str, Any]] | None) -> int | None:
-    """The host id the namespace's id 0 maps to."""
-    for m in mappings or []:
-        first, size = int(m["containerID"]), int(m["size"])
-        if first <= 0 < first + size:
-            return int(m["hostID"]) - first
-    return None
 
 
 def _open_ns(path: str, kind: str) -> int:
