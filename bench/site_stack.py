@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.engine_fixtures import running_engine  # noqa: E402
-from tests.site_fixtures import free_port, site_env, spawn, stop, wait_for_port  # noqa: E402
+from tests.site_fixtures import (  # noqa: E402
+    free_port,
+    running_daphne,
+    site_env,
+    spawn,
+    stop,
+    wait_for_port,
+)
 
 
 @dataclass
@@ -59,24 +64,8 @@ def site_stack(*daemon_flags: str, **extra_env: str) -> Iterator[Site]:
                     "PLAYGROUND_LOG_LEVEL": "WARNING",
                     **extra_env,
                 }
-                full_env = {**os.environ, **env}
-                subprocess.run(
-                    [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                    cwd=ROOT, env=full_env, check=True,
-                )  # fmt: skip
-                port = free_port()
-                log = directory / "daphne.log"
-                daphne = spawn(
-                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                     "playground.asgi:application"],
-                    log,
-                    env,
-                )  # fmt: skip
-                try:
-                    wait_for_port(port, daphne, log, 30)
+                with running_daphne(env, directory) as port:
                     yield Site("127.0.0.1", port, engine.socket_path)
-                finally:
-                    stop(daphne)
         finally:
             stop(redis)
 

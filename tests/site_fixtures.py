@@ -179,6 +179,31 @@ def site_env(*, database: str, redis_url: str, engine_socket: str) -> dict[str, 
 
 
 @contextlib.contextmanager
+def running_daphne(env: dict[str, str], directory: Path) -> Iterator[int]:
+    """The site's database migrated, then daphne serving it on a free loopback port (the
+    port is yielded), its log in ``directory``; stopped by PID afterwards."""
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        timeout=120,
+    )
+    port = free_port()
+    log = directory / "daphne.log"
+    daphne = spawn(
+        [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"],
+        log,
+        env,
+    )
+    try:
+        wait_for_port(port, daphne, log, 30)
+        yield port
+    finally:
+        stop(daphne)
+
+
+@contextlib.contextmanager
 def celery_worker(
     env: dict[str, str], log: Path, *, beat: bool = False
 ) -> Iterator[subprocess.Popen[bytes]]:

@@ -240,8 +240,11 @@ class Runtime:
     ) -> int:
         cid = st.id
         try:
-            maps_first = not req.direct and init.maps_first(req)
-            if maps_first:
+            if req.direct:
+                cgroup.add_pid(child)
+                sync.send("go")
+                init_pid = child
+            elif init.maps_first(req):
                 self._map_ids(sync, child, req, cid)
                 init_pid = int(sync.expect("pid", cid)["pid"])
                 cgroup.add_pid(init_pid)
@@ -249,9 +252,6 @@ class Runtime:
             else:
                 cgroup.add_pid(child)
                 sync.send("go")
-            if req.direct:
-                init_pid = child
-            elif not maps_first:
                 if "user" in req.new_namespaces:
                     self._map_ids(sync, child, req, cid)
                 init_pid = int(sync.expect("pid", cid)["pid"])

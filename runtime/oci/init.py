@@ -95,7 +95,8 @@ def child_main(req: InitRequest) -> NoReturn:
             _enter_namespaces(req, cgroup=False)
             req.await_cgroup = lambda: _enter_cgroup(req)
         else:
-            _enter_cgroup_namespace(req)
+            req.sync.expect("go", req.container_id)  # the runtime has put us in the cgroups
+            _read_own_cgroups(req)
             _enter_namespaces(req)
         reported_r, reported_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
@@ -119,16 +120,11 @@ def maps_first(req: InitRequest) -> bool:
     return "user" in req.new_namespaces and not req.join_namespaces
 
 
-def _enter_cgroup_namespace(req: InitRequest) -> None:
-    """Wait until the runtime has put us in the cgroups."""
-    req.sync.expect("go", req.container_id)
-    _read_own_cgroups(req)
-
-
 def _read_own_cgroups(req: InitRequest) -> None:
-    if req.cgroup_mounts is not None:
-        # Now in the container's cgroups, before its cgroup namespace hides their paths:
-        # in a user namespace, /sys/fs/cgroup binds them (cgroup v1 cannot be mounted).
+    """Now in the container's cgroups, before its cgroup namespace hides their paths: in a
+    user namespace, /sys/fs/cgroup binds them (cgroup v1 cannot be mounted there)."""
+    userns = "user" in req.new_namespaces or any(k == "user" for k, _ in req.join_namespaces)
+    if req.cgroup_mounts is not None and userns:
         req.cgroup_mounts.own_paths = read_own_cgroups()
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.integration.engine_fixtures import EngineProcess
-from tests.site_fixtures import ROOT, celery_worker, free_port, site_env, spawn, stop, wait_for_port
+from tests.site_fixtures import ROOT, celery_worker, running_daphne, site_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -64,27 +64,11 @@ def live_site(
         "PLAYGROUND_VAR_DIR": str(directory),
         "PLAYGROUND_EXPIRE_INTERVAL": "2s",
     }
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
-    port = free_port()
-    log = directory / "daphne.log"
-    daphne = spawn(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "playground.asgi:application"],
-        log,
-        env,
-    )  # fmt: skip
-    try:
-        wait_for_port(port, daphne, log, 30)
-        with celery_worker(env, directory / "celery.log", beat=True):
-            yield LiveSite(f"http://127.0.0.1:{port}", env)
-    finally:
-        stop(daphne)
+    with (
+        running_daphne(env, directory) as port,
+        celery_worker(env, directory / "celery.log", beat=True),
+    ):
+        yield LiveSite(f"http://127.0.0.1:{port}", env)
 
 
 @pytest.fixture(scope="module")
